@@ -1,0 +1,45 @@
+"""Typed config tree (dataclasses) loaded from YAML recipes with dotted overrides.
+
+cfg = load_config("configs/pretrain/debug.yaml", ["optim.lr=3e-4", "model.pos_embed=sincos"])
+dump_config(cfg, run_dir / "config.yaml")   # load_config of that file == cfg
+"""
+
+from vjepa_pipeline.config.loader import (
+    apply_overrides,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_config,
+)
+from vjepa_pipeline.config.schema import (
+    Config,
+    DataConfig,
+    LaunchConfig,
+    LoggingConfig,
+    MaskBlockConfig,
+    ModelConfig,
+    OptimConfig,
+    PredictorConfig,
+    TrainConfig,
+)
+from vjepa_pipeline.config.validate import ConfigError, config_problems, validate_config
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "LaunchConfig",
+    "LoggingConfig",
+    "MaskBlockConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "PredictorConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "config_from_dict",
+    "config_problems",
+    "config_to_dict",
+    "dump_config",
+    "load_config",
+    "validate_config",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from vjepa_pipeline.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,61 @@
+"""The ``vjepa`` command. Each subcommand lives in its own module and registers itself here.
+
+Exit codes: 0 success, 2 usage or configuration error (one clear line, no traceback),
+1 runtime failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import config_cmd, model_info, objective
+
+COMMANDS = (objective, model_info, config_cmd)
+
+DESCRIPTION = """\
+vjepa-pipeline: self-supervised video representation learning with V-JEPA.
+
+Pipeline: raw footage -> shards -> streaming loader -> V-JEPA pretraining -> frozen-backbone eval.
+Recipes live in configs/; every command that takes --config also takes dotted overrides
+such as optim.lr=3e-4 model.pos_embed=sincos.
+"""
+
+
+class UsageError(Exception):
+    """A user mistake the command can explain in one line (exit code 2)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vjepa", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for module in COMMANDS:
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ..checkpoint.interop import CheckpointError
+    from ..config import ConfigError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except (ConfigError, UsageError) as exc:
+        print(f"vjepa {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except CheckpointError as exc:
+        print(f"vjepa {args.command}: checkpoint error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"vjepa {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""The typed config tree: one dataclass per section, every field with a default.
+
+YAML recipes under ``configs/`` mirror this tree key for key; ``loader.py`` builds it from
+YAML + dotted overrides (driven by these type hints) and ``validate.py`` checks cross-field
+rules. Defaults follow the official V-JEPA (1) ViT-L/16 recipe where one exists, except for
+the model size (``tiny``) and the step budget, which default to something that runs quickly.
+
+Keep field types within what the loader understands: int, float, bool, str, ``X | None``,
+``Literal[...]``, ``tuple[...]``, ``list[...]`` and nested dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PosEmbed = Literal["sincos", "rope"]
+DataSource = Literal["synthetic", "shards", "csv"]
+LRSchedule = Literal["cosine", "constant_cooldown"]
+EMASchedule = Literal["linear", "constant"]
+Precision = Literal["32", "bf16-mixed", "16-mixed"]
+Strategy = Literal[
+    "auto", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
+]
+WandbMode = Literal["offline", "online", "disabled"]
+
+
+@dataclass
+class PredictorConfig:
+    """Narrow ViT that predicts target features at masked positions from the context."""
+
+    embed_dim: int = 384  # predictor width (Linear D -> embed_dim in, embed_dim -> D out)
+    depth: int = 12  # number of transformer blocks
+    num_heads: int = 12  # attention heads (rope needs head dim >= 6)
+    mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * embed_dim
+    num_mask_tokens: int = 10  # learned mask tokens; one per mask generator is used
+    zero_init_mask_tokens: bool = True  # init mask tokens to zeros (else trunc-normal)
+
+
+@dataclass
+class ModelConfig:
+    """Context/target encoder (ViT over 3D tubelets) plus its predictor."""
+
+    size: str = "tiny"  # key of vjepa_pipeline.models.sizes.VIT_SIZES
+    # Optional overrides of the named size (for custom tiny CPU models); None = use the size's.
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    patch_size: int = 16  # spatial patch side in pixels
+    tubelet_size: int = 2  # frames per token along time
+    in_chans: int = 3  # input channels (RGB)
+    pos_embed: PosEmbed = "rope"  # sincos = V-JEPA 1 fixed 3D table, rope = V-JEPA 2 3D RoPE
+    uniform_power: bool = True  # sincos only: equal dims for t/h/w (V-JEPA 1 default)
+    qkv_bias: bool = True  # bias in the fused qkv projection
+    drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
+    activation_checkpointing: bool = False  # recompute block activations in backward
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+
+    def resolved_size(self) -> tuple[int, int, int, float]:
+        """(embed_dim, depth, num_heads, mlp_ratio) of the encoder after applying overrides.
+
+        Raises ConfigError if ``size`` is not a known ViT size.
+        """
+        # Imported lazily so that importing the config never drags in the model package.
+        from vjepa_pipeline.models.sizes import VIT_SIZES
+
+        if self.size not in VIT_SIZES:
+            from vjepa_pipeline.config.validate import ConfigError, unknown_size_message
+
+            raise ConfigError(unknown_size_message(self.size, VIT_SIZES))
+        base = VIT_SIZES[self.size]
+        return (
+            base.embed_dim if self.embed_dim is None else self.embed_dim,
+            base.depth if self.depth is None else self.depth,
+            base.num_heads if self.num_heads is None else self.num_heads,
+            float(base.mlp_ratio if self.mlp_ratio is None else self.mlp_ratio),
+        )
+
+
+@dataclass
+class MaskBlockConfig:
+    """One multi-block 3D mask generator (blocks span time; one block size per batch)."""
+
+    num_blocks: int = 8  # blocks sampled per clip; their union is masked
+    spatial_scale: tuple[float, float] = (0.15, 0.15)  # block area / frame area, (low, high)
+    temporal_scale: tuple[float, float] = (1.0, 1.0)  # block length / clip length, (low, high)
+    aspect_ratio: tuple[float, float] = (0.75, 1.5)  # block height / width, (low, high)
+    max_temporal_keep: float = 1.0  # fraction of time steps that may remain visible
+    max_keep: int | None = None  # cap on visible (context) tokens; None = no cap
+
+
+def _default_masks() -> list[MaskBlockConfig]:
+    # The official V-JEPA pair: short-range (8 small blocks) and long-range (2 large blocks).
+    return [
+        MaskBlockConfig(num_blocks=8, spatial_scale=(0.15, 0.15)),
+        MaskBlockConfig(num_blocks=2, spatial_scale=(0.7, 0.7)),
+    ]
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how they are sampled."""
+
+    source: DataSource = "synthetic"  # synthetic = random clips, no files needed
+    path: str | None = None  # shard dir / index.json or CSV file; required unless synthetic
+    num_frames: int = 16  # frames per clip
+    frame_step: int = 4  # stride between sampled frames
+    crop_size: int = 224  # square crop side in pixels
+    batch_size: int = 8  # clips per device per micro-batch
+    num_workers: int = 2  # dataloader worker processes per device
+    seed: int = 0  # data order / augmentation seed
+
+
+@dataclass
+class OptimConfig:
+    """AdamW, LR / weight-decay schedules and the EMA target momentum."""
+
+    lr: float = 6.25e-4  # peak LR (reached after warmup)
+    start_lr: float = 2e-4  # LR at step 0 (linear warmup to lr)
+    final_lr: float = 1e-6  # LR at the end of the cosine / cooldown
+    warmup_steps: int = 0  # linear warmup steps
+    lr_schedule: LRSchedule = "cosine"  # cosine decay, or constant then linear cooldown
+    cooldown_steps: int = 0  # constant_cooldown: final linear decay steps
+    weight_decay: float = 0.04  # weight decay at step 0
+    final_weight_decay: float = 0.4  # weight decay at the end (cosine ramp)
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW betas
+    eps: float = 1e-8  # AdamW epsilon
+    clip_grad: float | None = 10.0  # max grad norm; None = no clipping
+    ema_momentum: tuple[float, float] = (0.998, 1.0)  # target EMA (start, end)
+    ema_schedule: EMASchedule = "linear"  # linear start -> end, or constant at start
+
+
+@dataclass
+class TrainConfig:
+    """Run length, hardware, precision and checkpointing."""
+
+    max_steps: int = 100  # optimizer steps in total
+    seed: int = 0  # global seed (model init etc.)
+    precision: Precision = "32"  # Lightning precision string
+    strategy: Strategy = "auto"  # distributed strategy
+    devices: int = 1  # accelerators per node
+    num_nodes: int = 1  # nodes
+    accumulate_grad_batches: int = 1  # micro-batches per optimizer step
+    run_dir: str = "runs"  # parent of runs/<name>/
+    checkpoint_every_steps: int = 1000  # save a checkpoint every N optimizer steps
+    checkpoint_every_minutes: float | None = None  # also save every N minutes; None = off
+    keep_last: int = 3  # step checkpoints to keep (older ones are deleted)
+    compile: bool = False  # torch.compile the encoder and predictor
+
+
+@dataclass
+class LoggingConfig:
+    """Metrics logging (metrics.jsonl is always written; wandb is optional)."""
+
+    log_every_steps: int = 10  # log scalars every N optimizer steps
+    wandb_mode: WandbMode = "offline"  # offline writes locally; disabled skips wandb entirely
+    wandb_project: str = "vjepa"  # wandb project name
+    wandb_entity: str | None = None  # wandb team/user; None = wandb's default
+
+
+@dataclass
+class LaunchConfig:
+    """SLURM submission settings (used by ``vjepa launch``; ignored when run directly)."""
+
+    partition: str | None = None  # --partition
+    account: str | None = None  # --account
+    qos: str | None = None  # --qos
+    time_min: int = 60  # --time in minutes (>= 60 so submitit handles preemption correctly)
+    nodes: int = 1  # --nodes
+    gpus_per_node: int = 1  # --gpus-per-node (= tasks per node)
+    cpus_per_task: int = 8  # --cpus-per-task
+    mem_per_gpu: str | None = None  # --mem-per-gpu, e.g. "64G"
+    constraint: str | None = None  # --constraint, e.g. "h100"
+    exclude: str | None = None  # --exclude node list
+    signal_delay_s: int = 120  # USR2 this many seconds before the time limit
+    max_requeues: int = 10  # give up after this many preemption/timeout requeues
+
+
+@dataclass
+class Config:
+    """Root of the tree; ``runs/<name>/config.yaml`` holds its resolved form."""
+
+    name: str = "debug"  # run name; the run directory is <train.run_dir>/<name>
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masks: list[MaskBlockConfig] = field(default_factory=_default_masks)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)

@@ -1,0 +1,262 @@
+"""ConfigError, its message helpers, and the cross-field checks on a built Config.
+
+Every problem is one line that starts with the dotted key path it is about, e.g.
+``optim.lrr: unknown key; did you mean 'optim.lr'?``; problems found together are raised
+together in one ConfigError, one per line.
+
+``config_problems`` returns every cross-field problem of a built Config; ``validate_config``
+raises them. Comparisons are written as ``not x > 0`` so that NaN fails them too.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from vjepa_pipeline.config.schema import Config, PredictorConfig
+
+# ----------------------------------------------------------------------------- errors
+
+
+class ConfigError(ValueError):
+    """A config could not be read, built or validated.
+
+    ``problems`` holds one line per problem (each starting with its key path); ``str(err)``
+    joins them, prefixed by the source (the YAML file) when known.
+    """
+
+    def __init__(self, problems: str | Sequence[str], source: str | None = None):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        super().__init__(format_problems(self.problems, source))
+
+
+def format_problems(problems: Sequence[str], source: str | None = None) -> str:
+    where = f"{source}: " if source else ""
+    if len(problems) == 1:
+        return where + problems[0]
+    lines = "\n".join(f"  {p}" for p in problems)
+    return f"{where}{len(problems)} config problems:\n{lines}"
+
+
+def join_path(path: str, key: str | int) -> str:
+    """Dotted path of a child: ``join_path('optim', 'lr') == 'optim.lr'``; ints index lists."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def describe(value: Any) -> str:
+    """``'abc' (str)`` -- the value and its type, shortened for long values."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
+    matches = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    return matches[0] if matches else None
+
+
+def quoted(choices: Iterable[Any]) -> str:
+    return ", ".join(repr(c) for c in choices)
+
+
+def unknown_size_message(size: str, sizes: Mapping[str, Any]) -> str:
+    hint = closest(size, sizes)
+    suggestion = f"did you mean {hint!r}? " if hint else ""
+    return f"model.size: unknown ViT size {size!r}; {suggestion}(choices: {quoted(sizes)})"
+
+
+# ----------------------------------------------------------------------------- checks
+
+_NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
+# 3D RoPE splits each head into 3 equal even chunks (frame/row/col): head dim >= 6.
+_MIN_ROPE_HEAD_DIM = 6
+
+
+class _Checker:
+    """Accumulates problems; each helper checks one field and phrases the message."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, message: str) -> None:
+        self.problems.append(message)
+
+    def positive(self, path: str, value: float | None) -> bool:
+        if value is not None and not value > 0:
+            self.add(f"{path}: must be > 0, got {value}")
+            return False
+        return True
+
+    def non_negative(self, path: str, value: float | None) -> None:
+        if value is not None and not value >= 0:
+            self.add(f"{path}: must be >= 0, got {value}")
+
+    def in_range(
+        self, path: str, value: float, lo: float, hi: float, hi_open: bool = False
+    ) -> None:
+        ok = lo <= value < hi if hi_open else lo <= value <= hi
+        if not ok:
+            self.add(f"{path}: must be in [{lo}, {hi}{')' if hi_open else ']'}, got {value}")
+
+    def pair(self, path: str, pair: tuple[float, float], unit: bool = True) -> None:
+        """A (low, high) pair: low <= high, both in [0, 1] (unit) or both > 0 (not unit)."""
+        if unit and not all(0 <= v <= 1 for v in pair):
+            self.add(f"{path}: values must be in [0, 1], got {list(pair)}")
+        elif not unit and not all(v > 0 for v in pair):
+            self.add(f"{path}: values must be > 0, got {list(pair)}")
+        elif not pair[0] <= pair[1]:
+            self.add(f"{path}: low must be <= high, got {list(pair)}")
+
+    def heads(self, prefix: str, dim: int, heads: int, rope: bool, detail: str = "") -> None:
+        """embed_dim divisible by num_heads, and a RoPE-compatible head dim."""
+        if dim % heads:
+            self.add(
+                f"{prefix}.num_heads: embed_dim {dim}{detail} is not divisible by num_heads {heads}"
+            )
+        elif rope and dim // heads < _MIN_ROPE_HEAD_DIM:
+            self.add(
+                f"{prefix}.num_heads: head dim {dim // heads} (= {dim} / {heads}) is too small for "
+                f"3D RoPE, which needs >= {_MIN_ROPE_HEAD_DIM} (an even share for each of t, h, w)"
+            )
+
+
+def config_problems(cfg: Config) -> list[str]:
+    """Every cross-field problem of a (type-correct) Config, one message per problem."""
+    from vjepa_pipeline.models.sizes import VIT_SIZES  # lazy: keep config import light
+
+    c = _Checker()
+    m, pred, d, o, t = cfg.model, cfg.model.predictor, cfg.data, cfg.optim, cfg.train
+    rope = m.pos_embed == "rope"
+
+    if not _NAME_RE.fullmatch(cfg.name) or cfg.name in (".", ".."):
+        c.add(f"name: {cfg.name!r} must be a plain directory name (letters, digits, '.', '_', '-')")
+
+    # --- model
+    size_ok = m.size in VIT_SIZES
+    if not size_ok:
+        c.add(unknown_size_message(m.size, VIT_SIZES))
+    overrides_ok = all(
+        [
+            c.positive(f"model.{k}", getattr(m, k))
+            for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")
+        ]
+    )
+    for key in ("patch_size", "tubelet_size", "in_chans"):
+        c.positive(f"model.{key}", getattr(m, key))
+    c.in_range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
+    if size_ok and overrides_ok:
+        dim, _, heads, _ = m.resolved_size()
+        detail = (
+            "" if m.embed_dim is not None and m.num_heads is not None else f" (size {m.size!r})"
+        )
+        c.heads("model", dim, heads, rope, detail)
+    _check_predictor(c, pred, rope)
+
+    # --- masks
+    if not cfg.masks:
+        c.add("masks: at least one mask generator is required")
+    elif len(cfg.masks) > pred.num_mask_tokens:
+        c.add(
+            f"masks: {len(cfg.masks)} mask generators but model.predictor.num_mask_tokens is "
+            f"{pred.num_mask_tokens}; each generator needs its own mask token"
+        )
+    for i, mask in enumerate(cfg.masks):
+        p = f"masks[{i}]"
+        c.positive(f"{p}.num_blocks", mask.num_blocks)
+        c.pair(f"{p}.spatial_scale", mask.spatial_scale)
+        c.pair(f"{p}.temporal_scale", mask.temporal_scale)
+        c.pair(f"{p}.aspect_ratio", mask.aspect_ratio, unit=False)
+        if not 0 < mask.max_temporal_keep <= 1:
+            c.add(f"{p}.max_temporal_keep: must be in (0, 1], got {mask.max_temporal_keep}")
+        c.positive(f"{p}.max_keep", mask.max_keep)
+
+    # --- data
+    if d.source != "synthetic" and not d.path:
+        c.add(
+            f"data.path: required when data.source is {d.source!r} (only 'synthetic' needs no path)"
+        )
+    for key in ("num_frames", "frame_step", "crop_size", "batch_size"):
+        c.positive(f"data.{key}", getattr(d, key))
+    c.non_negative("data.num_workers", d.num_workers)
+    if m.patch_size > 0 and d.crop_size % m.patch_size:
+        c.add(f"data.crop_size: {d.crop_size} is not divisible by model.patch_size {m.patch_size}")
+    if m.tubelet_size > 0 and d.num_frames % m.tubelet_size:
+        c.add(
+            f"data.num_frames: {d.num_frames} is not divisible by "
+            f"model.tubelet_size {m.tubelet_size}"
+        )
+
+    # --- optim
+    for key in (
+        "lr",
+        "start_lr",
+        "final_lr",
+        "weight_decay",
+        "final_weight_decay",
+        "warmup_steps",
+        "cooldown_steps",
+    ):
+        c.non_negative(f"optim.{key}", getattr(o, key))
+    for i, beta in enumerate(o.betas):
+        c.in_range(f"optim.betas[{i}]", beta, 0.0, 1.0, hi_open=True)
+    c.positive("optim.eps", o.eps)
+    c.positive("optim.clip_grad", o.clip_grad)
+    c.pair("optim.ema_momentum", o.ema_momentum)
+    if o.warmup_steps + o.cooldown_steps > t.max_steps:
+        c.add(
+            f"optim.warmup_steps: warmup_steps + cooldown_steps = "
+            f"{o.warmup_steps + o.cooldown_steps} exceeds train.max_steps = {t.max_steps}"
+        )
+
+    # --- train / logging / launch
+    for key in (
+        "max_steps",
+        "devices",
+        "num_nodes",
+        "accumulate_grad_batches",
+        "checkpoint_every_steps",
+        "keep_last",
+    ):
+        c.positive(f"train.{key}", getattr(t, key))
+    c.positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes)
+    if not t.run_dir:
+        c.add("train.run_dir: must not be empty")
+    c.positive("logging.log_every_steps", cfg.logging.log_every_steps)
+    if not cfg.logging.wandb_project:
+        c.add("logging.wandb_project: must not be empty")
+    la = cfg.launch
+    for key in ("time_min", "nodes", "cpus_per_task"):
+        c.positive(f"launch.{key}", getattr(la, key))
+    for key in ("gpus_per_node", "signal_delay_s", "max_requeues"):
+        c.non_negative(f"launch.{key}", getattr(la, key))
+    if la.time_min > 0 and la.signal_delay_s >= la.time_min * 60:
+        c.add(
+            f"launch.signal_delay_s: {la.signal_delay_s} s is not shorter than "
+            f"launch.time_min ({la.time_min} min)"
+        )
+    return c.problems
+
+
+def _check_predictor(c: _Checker, pred: PredictorConfig, rope: bool) -> None:
+    ok = all(
+        [
+            c.positive(f"model.predictor.{k}", getattr(pred, k))
+            for k in ("embed_dim", "depth", "num_heads", "mlp_ratio")
+        ]
+    )
+    c.positive("model.predictor.num_mask_tokens", pred.num_mask_tokens)
+    if ok:
+        c.heads("model.predictor", pred.embed_dim, pred.num_heads, rope)
+
+
+def validate_config(cfg: Config, source: str | None = None) -> None:
+    """Raise one ConfigError listing every cross-field problem (no-op when there are none)."""
+    problems = config_problems(cfg)
+    if problems:
+        raise ConfigError(problems, source)

@@ -1,0 +1,38 @@
+"""Build the encoder / predictor / JEPA container from the typed config."""
+
+from __future__ import annotations
+
+from .jepa import JEPA
+from .predictor import Predictor
+from .vit import VisionTransformer
+
+
+def build_encoder(model_cfg, num_frames: int = 16, crop_size: int = 224) -> VisionTransformer:
+    """Encoder for a ``ModelConfig``; num_frames / crop_size set the sin-cos reference grid."""
+    dim, depth, heads, mlp = model_cfg.resolved_size()
+    return VisionTransformer(
+        embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp, patch_size=model_cfg.patch_size,
+        tubelet_size=model_cfg.tubelet_size, in_chans=model_cfg.in_chans, num_frames=num_frames,
+        img_size=crop_size, pos_embed=model_cfg.pos_embed, uniform_power=model_cfg.uniform_power,
+        qkv_bias=model_cfg.qkv_bias, drop_path_rate=model_cfg.drop_path_rate,
+        activation_checkpointing=model_cfg.activation_checkpointing,
+    )
+
+
+def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Predictor:
+    dim = model_cfg.resolved_size()[0]
+    p = model_cfg.predictor
+    return Predictor(
+        embed_dim=dim, predictor_embed_dim=p.embed_dim, depth=p.depth, num_heads=p.num_heads,
+        mlp_ratio=p.mlp_ratio, num_mask_tokens=p.num_mask_tokens, zero_init_mask_tokens=p.zero_init_mask_tokens,
+        patch_size=model_cfg.patch_size, tubelet_size=model_cfg.tubelet_size, num_frames=num_frames,
+        img_size=crop_size, pos_embed=model_cfg.pos_embed, uniform_power=model_cfg.uniform_power,
+        qkv_bias=model_cfg.qkv_bias, drop_path_rate=model_cfg.drop_path_rate,
+        activation_checkpointing=model_cfg.activation_checkpointing,
+    )
+
+
+def build_jepa(cfg) -> JEPA:
+    """Encoder + predictor + fp32 EMA target for a root ``Config``."""
+    frames, crop = cfg.data.num_frames, cfg.data.crop_size
+    return JEPA(build_encoder(cfg.model, frames, crop), build_predictor(cfg.model, frames, crop))
