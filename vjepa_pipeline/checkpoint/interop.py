@@ -41,7 +41,11 @@ def read_checkpoint(path: str | Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except Exception as exc:  # SafetensorError on a truncated / corrupt header
+            raise CheckpointError(f"{path}: cannot be read as safetensors ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError, EOFError ... by case
@@ -75,7 +79,10 @@ def select_state(ckpt: dict, part: str) -> StateDict:
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     if layout == "hf":
-        encoder, predictor = hf_to_native(tensors)
+        try:
+            encoder, predictor = hf_to_native(tensors)
+        except KeyError as exc:  # leftover keys (e.g. a classification head): report, don't traceback
+            raise CheckpointError(str(exc.args[0]) if exc.args else repr(exc)) from None
         return predictor if part == "predictor" else encoder
     sd = strip_prefixes(tensors)
     is_predictor = any(k.startswith("predictor_") or k.startswith("mask_tokens.") for k in sd)
