@@ -590,3 +590,16 @@ def test_detect_layout():
     assert "foo.weight" in str(info.value)
     with pytest.raises(ValueError):
         detect_layout({})
+
+
+def test_native_file_records_position_mode_and_a_mismatch_is_refused(tmp_path):
+    from vjepa_pipeline.checkpoint.interop import CheckpointError, load_part, save_native
+    from vjepa_pipeline.models.vit import VisionTransformer
+
+    rope = VisionTransformer(64, 1, 4, patch_size=8, num_frames=8, img_size=32, pos_embed="rope")
+    sincos = VisionTransformer(64, 1, 4, patch_size=8, num_frames=8, img_size=32, pos_embed="sincos")
+    path = tmp_path / "rope.pt"
+    save_native(path, {"encoder": rope}, config={"model": {"pos_embed": "rope"}})
+    load_part(path, VisionTransformer(64, 1, 4, patch_size=8, num_frames=8, img_size=32), "encoder")
+    with pytest.raises(CheckpointError, match="model.pos_embed=rope"):
+        load_part(path, sincos, "encoder")

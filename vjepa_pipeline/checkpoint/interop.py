@@ -165,8 +165,19 @@ def load_state_strict(module: nn.Module, sd: StateDict, what: str = "model") -> 
 def load_part(source: str | Path | dict, module: nn.Module, part: str = "target_encoder") -> nn.Module:
     """Strictly load ``part`` from a checkpoint path or an already-read dict into ``module``."""
     ckpt = read_checkpoint(source) if not isinstance(source, dict) else source
+    _check_position_mode(ckpt, module, part)
     load_state_strict(module, select_state(ckpt, part), what=part)
     return module
+
+
+def _check_position_mode(ckpt: dict, module: nn.Module, part: str) -> None:
+    """RoPE weights carry no position table, so only our own files (which store their config) can
+    tell a RoPE checkpoint apart from a sin-cos one: check it there."""
+    stored = (ckpt.get("config") or {}).get("model", {}).get("pos_embed") if ckpt.get("format") == NATIVE_FORMAT else None
+    ours = "rope" if getattr(module, "use_rope", True) else "sincos"
+    if stored is not None and stored != ours:
+        raise CheckpointError(f"{part}: checkpoint was trained with {stored} positions but the model uses {ours}; "
+                              f"set model.pos_embed={stored}")
 
 
 # ---- writing ---------------------------------------------------------------------------------
