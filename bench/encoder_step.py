@@ -25,14 +25,19 @@ from vjepa_pipeline.models.sizes import VIT_SIZES  # noqa: E402
 from vjepa_pipeline.models.vit import VisionTransformer  # noqa: E402
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
+def timed_interleaved(fns: dict, repeats: int, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, alternating between them every repeat so that
+    machine noise (other processes, frequency changes) hits all of them alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def main() -> None:
@@ -75,9 +80,10 @@ def main() -> None:
             sync()
         return run
 
-    results = {}
-    for name, call in [("ours", lambda: ours(x)), ("hf", lambda: peer.encoder(x_hf).last_hidden_state)]:
-        results[name] = {"forward_s": timed(fwd(call), args.repeats), "train_s": timed(fwd_bwd(call), args.repeats)}
+    calls = {"ours": lambda: ours(x), "hf": lambda: peer.encoder(x_hf).last_hidden_state}
+    forward = timed_interleaved({n: fwd(c) for n, c in calls.items()}, args.repeats)
+    train = timed_interleaved({n: fwd_bwd(c) for n, c in calls.items()}, args.repeats)
+    results = {n: {"forward_s": forward[n], "train_s": train[n]} for n in calls}
     tokens = (args.frames // 2) * (args.crop // 16) ** 2
     print(f"device {device}, ViT-{args.size} ({s.embed_dim}/{s.depth}/{s.num_heads}), batch {args.batch} x "
           f"{args.frames}x{args.crop}x{args.crop} ({tokens} tokens), threads {torch.get_num_threads()}")

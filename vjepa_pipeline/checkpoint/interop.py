@@ -15,16 +15,13 @@ import torch.nn as nn
 
 from ..models.sizes import VIT_SIZES
 from ..utils.atomic import atomic_path, atomic_torch_save
+from .errors import CheckpointError
 from .layouts import (POSITION_TABLE_KEYS, StateDict, detect_layout, hf_to_native, native_to_hf,
                       split_position_tables, strip_prefixes)
 
 NATIVE_FORMAT = "vjepa_pipeline"
 NATIVE_FORMAT_VERSION = 1
 PARTS = ("encoder", "target_encoder", "predictor")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
 # ---- reading ---------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..checkpoint.interop import CheckpointError
+    from ..checkpoint.errors import CheckpointError
     from ..config import ConfigError
 
     parser = build_parser()

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 from .positions import Grid, RotaryTables, resize_table, sincos_3d_table
-from .vit import Block, gather_tokens, init_vit_weights, run_blocks
+from .vit import gather_tokens, init_vit_weights, make_blocks, run_blocks
 
 
 class Predictor(nn.Module):
@@ -33,10 +33,8 @@ class Predictor(nn.Module):
         if not self.use_rope:
             table = sincos_3d_table(predictor_embed_dim, self.ref_grid, uniform_power)
             self.register_buffer("predictor_pos_embed", table.unsqueeze(0), persistent=False)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.predictor_blocks = nn.ModuleList(
-            [Block(predictor_embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], norm_eps) for i in range(depth)]
-        )
+        self.predictor_blocks = make_blocks(predictor_embed_dim, depth, num_heads, mlp_ratio, qkv_bias,
+                                            drop_path_rate, norm_eps)
         self.predictor_norm = nn.LayerNorm(predictor_embed_dim, eps=norm_eps)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
         init_vit_weights(self)

@@ -83,6 +83,13 @@ class Block(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,
+                drop_path_rate: float, norm_eps: float) -> nn.ModuleList:
+    """``depth`` blocks with stochastic depth rising linearly from 0 to ``drop_path_rate``."""
+    rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+    return nn.ModuleList([Block(dim, num_heads, mlp_ratio, qkv_bias, r, norm_eps) for r in rates])
+
+
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope: RotaryTables | None, use_checkpoint: bool,
                norm: nn.Module, return_layers: Sequence[int] | None = None):
     """Run transformer blocks (optionally with activation checkpointing); return the normed output,
@@ -136,10 +143,7 @@ class VisionTransformer(nn.Module):
         if not self.use_rope:
             table = sincos_3d_table(embed_dim, self.ref_grid, uniform_power)
             self.register_buffer("pos_embed", table.unsqueeze(0), persistent=False)
-        rates = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
-        self.blocks = nn.ModuleList(
-            [Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], norm_eps) for i in range(depth)]
-        )
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, qkv_bias, drop_path_rate, norm_eps)
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
         init_vit_weights(self)
 
