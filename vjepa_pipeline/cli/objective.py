@@ -53,6 +53,7 @@ def run(args) -> int:
         return 1
     k = max(1, len(losses) // 4)
     first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
-    print(f"loss (mean of first/last {k} steps): {first:.4f} -> {last:.4f} "
-          f"({100 * (first - last) / first:+.1f}% lower)" if first > 0 else f"loss {first} -> {last}")
+    change = 100 * (first - last) / first
+    trend = f"{change:.1f}% lower" if change > 0 else f"{-change:.1f}% higher: not learning yet"
+    print(f"loss (mean of first/last {k} steps): {first:.4f} -> {last:.4f} ({trend})")
     return 0
