@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import config_cmd, model_info, objective
+from . import config_cmd, model_info, objective, shards_cmd
 
-COMMANDS = (objective, model_info, config_cmd)
+COMMANDS = (shards_cmd, objective, model_info, config_cmd)
 
 DESCRIPTION = """\
 vjepa-pipeline: self-supervised video representation learning with V-JEPA.

@@ -20,6 +20,7 @@ from vjepa_pipeline.config.schema import (
     ModelConfig,
     OptimConfig,
     PredictorConfig,
+    ShardsConfig,
     TrainConfig,
 )
 from vjepa_pipeline.config.validate import ConfigError, config_problems, validate_config
@@ -34,6 +35,7 @@ __all__ = [
     "ModelConfig",
     "OptimConfig",
     "PredictorConfig",
+    "ShardsConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",

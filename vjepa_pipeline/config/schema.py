@@ -178,6 +178,28 @@ class LaunchConfig:
 
 
 @dataclass
+class ShardsConfig:
+    """`vjepa shards build`: how raw footage becomes WebDataset shards."""
+
+    reencode: bool = True  # re-encode to the training format; False = store bytes untouched
+    short_side: int | None = 256  # output short side in px (never upscaled); None keeps it
+    fps: float | None = None  # resample to this frame rate; None keeps the source rate
+    crf: int = 23  # x264 quality (lower = better, bigger)
+    preset: str = "veryfast"  # x264 speed preset
+    gop_seconds: float = 1.0  # fixed keyframe interval (seconds); cheap random access when decoding
+    max_clip_seconds: float | None = None  # split long videos into clips of at most this length
+    min_seconds: float = 0.0  # drop videos / trailing clips shorter than this
+    samples_per_shard: int | None = None  # fixed samples per shard; None = derive from target_shard_mb
+    target_shard_mb: float = 512.0  # shard size target when samples_per_shard is None
+    prefix: str = "shard"  # shard file names: <prefix>-000000.tar
+    seed: int = 0  # shuffle of the input list (classes mix across shards)
+    workers: int = 1  # parallel encoder processes
+    labels: str | None = None  # label file (JSON name->id, or one name per line); authoritative
+    labelled: bool | None = None  # None = infer folder-per-class; True/False forces it
+    keep_work: bool = False  # keep the staging folder (<out>/.work) after the index is written
+
+
+@dataclass
 class Config:
     """Root of the tree; ``runs/<name>/config.yaml`` holds its resolved form."""
 
@@ -189,3 +211,4 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    shards: ShardsConfig = field(default_factory=ShardsConfig)

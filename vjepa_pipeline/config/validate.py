@@ -240,7 +240,27 @@ def config_problems(cfg: Config) -> list[str]:
             f"launch.signal_delay_s: {la.signal_delay_s} s is not shorter than "
             f"launch.time_min ({la.time_min} min)"
         )
+    _check_shards(c, cfg.shards)
     return c.problems
+
+
+def _check_shards(c: _Checker, sh) -> None:
+    for key in ("short_side", "fps", "gop_seconds", "max_clip_seconds", "samples_per_shard",
+                "target_shard_mb", "workers"):
+        c.positive(f"shards.{key}", getattr(sh, key))
+    c.non_negative("shards.min_seconds", sh.min_seconds)
+    if not 0 <= sh.crf <= 51:
+        c.add(f"shards.crf: x264 CRF must be in [0, 51], got {sh.crf}")
+    presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+    if sh.preset not in presets:
+        hint = closest(sh.preset, presets)
+        c.add(f"shards.preset: {sh.preset!r} is not an x264 preset" + (f" (did you mean {hint!r}?)" if hint else ""))
+    if not _NAME_RE.fullmatch(sh.prefix):
+        c.add(f"shards.prefix: {sh.prefix!r} must be a plain file name prefix")
+    if not sh.reencode and (sh.max_clip_seconds is not None or sh.fps is not None):
+        c.add("shards.reencode: splitting clips (max_clip_seconds) or changing fps needs reencode=true")
+    if sh.max_clip_seconds is not None and sh.max_clip_seconds <= sh.min_seconds:
+        c.add(f"shards.max_clip_seconds: {sh.max_clip_seconds} must exceed shards.min_seconds {sh.min_seconds}")
 
 
 def _check_predictor(c: _Checker, pred: PredictorConfig, rope: bool) -> None:

@@ -1,0 +1,309 @@
+"""`vjepa shards build`: raw footage -> validated, re-encoded clips -> equal-size tar shards.
+
+Three resumable phases, all state under ``<out>/.work``:
+1. plan: discover inputs, shuffle them with the seed, fingerprint the settings (``plan.json``);
+2. encode: each input (a "unit") is probed, clipped and re-encoded into the staging folder, then
+   a ``done/<uid>.json`` marker records its samples or its skip reason. Parallel across processes
+   or SLURM array tasks (disjoint slices of units);
+3. pack: samples in plan order are cut into shards of exactly N samples (the last may be short),
+   each written atomically, then ``index.json``.
+Killed at any moment, re-running the same command redoes only unfinished units and shards, and
+the result is byte-identical to an uninterrupted build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict
+from multiprocessing import get_context
+from pathlib import Path
+
+from ..utils.atomic import atomic_write_text
+from .media import EncodeSettings, MediaError, VideoInfo, encode_clip, probe
+from .sources import SourceList, discover
+from .tario import ShardSample, write_shard
+
+INDEX_FORMAT, INDEX_VERSION = "vjepa-shards", 1
+
+
+class BuildError(Exception):
+    """A build that cannot proceed; the message says what to do."""
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def _read_json(path: Path):
+    return json.loads(path.read_text())
+
+
+def _write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def settings_of(opts) -> EncodeSettings:
+    return EncodeSettings(opts.short_side, opts.fps, opts.crf, opts.preset, opts.gop_seconds)
+
+
+def build_fingerprint(source: Path, opts) -> tuple[str, dict]:
+    """Settings that determine the output; anything else (workers, keep_work) may change on resume."""
+    settings = {k: v for k, v in asdict(opts).items() if k not in ("workers", "keep_work")}
+    settings["source"] = str(source)
+    blob = json.dumps(settings, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16], settings
+
+
+def clip_ranges(duration: float, fps: float, start: float | None, end: float | None, max_clip: float | None,
+                min_seconds: float) -> list[tuple[float, float]]:
+    """Source time ranges of the samples cut from one input. Pieces shorter than ``min_seconds``
+    (and trailing slivers of under two frames) are dropped."""
+    a = max(0.0, start or 0.0)
+    b = min(duration, end) if end is not None else duration
+    shortest = max(min_seconds, 2.0 / fps)
+    if b - a < shortest:
+        return []
+    if max_clip is None:
+        return [(a, b)]
+    count = math.ceil((b - a) / max_clip - 1e-9)
+    ranges = [(a + i * max_clip, min(b, a + (i + 1) * max_clip)) for i in range(count)]
+    return [(s, e) for s, e in ranges if e - s >= shortest]
+
+
+# ---- phase 2: one unit ---------------------------------------------------------------------
+def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
+    """Probe, clip and encode one input into the staging folder; write its done marker.
+    Runs in worker processes: takes and returns plain data."""
+    from ..config.schema import ShardsConfig
+
+    opts = ShardsConfig(**opts_dict)
+    work_dir = Path(work)
+    uid = item["uid"]
+    unit_dir = work_dir / "units" / uid
+    record: dict = {"uid": uid, "samples": [], "skipped": None, "seconds": 0.0}
+    try:
+        info = probe(item["path"])
+        ranges = clip_ranges(info.duration, info.fps, item.get("start"), item.get("end"),
+                             opts.max_clip_seconds, opts.min_seconds)
+        if not ranges:
+            raise MediaError("too short", f"{info.duration:.2f} s (min_seconds {opts.min_seconds})")
+        unit_dir.mkdir(parents=True, exist_ok=True)
+        settings = settings_of(opts)
+        for i, (s, e) in enumerate(ranges):
+            key = f"{uid}_{i:04d}"
+            dst = unit_dir / f"{key}.mp4"
+            tmp = unit_dir / f".{key}.tmp.mp4"
+            whole = s <= 0 and e >= info.duration
+            if opts.reencode:
+                out = encode_clip(item["path"], str(tmp), info, settings, None if whole else s,
+                                  None if whole else e)
+            else:
+                shutil.copyfile(item["path"], tmp)
+                out = info
+            os.replace(tmp, dst)
+            record["samples"].append({"key": key, "file": str(dst.relative_to(work_dir)), "label": item["label"],
+                                      "meta": sample_meta(item, info, out, opts, s, e, key)})
+            record["seconds"] += out.duration
+    except MediaError as exc:
+        shutil.rmtree(unit_dir, ignore_errors=True)
+        record = {"uid": uid, "samples": [], "seconds": 0.0,
+                  "skipped": {"path": item["rel"], "reason": exc.reason, "detail": exc.detail}}
+    _write_json(work_dir / "done" / f"{uid}.json", record)
+    return record
+
+
+def sample_meta(item: dict, src: VideoInfo, out: VideoInfo, opts, start: float, end: float, key: str) -> dict:
+    gop = max(1, round(out.fps * opts.gop_seconds)) if opts.reencode else None
+    return {
+        "key": key, "source": item["rel"], "clip_start": round(start, 6), "clip_end": round(end, 6),
+        "fps": out.fps, "num_frames": out.num_frames, "width": out.width, "height": out.height,
+        "duration": out.duration, "label": item["label"], "label_name": item["label_name"],
+        "keyframe_interval": gop,
+        "encoder": settings_of(opts).to_dict() if opts.reencode else "passthrough",
+        "source_video": {"width": src.width, "height": src.height, "fps": src.fps, "codec": src.codec,
+                         "num_frames": src.num_frames, "duration": src.duration},
+        "extra": item.get("extra") or {},
+    }
+
+
+# ---- the build -------------------------------------------------------------------------------
+class ShardBuilder:
+    def __init__(self, source: str | os.PathLike, out_dir: str | os.PathLike, opts, log=print):
+        self.source = Path(source).expanduser().resolve()
+        self.out = Path(out_dir).expanduser().resolve()
+        self.work = self.out / ".work"
+        self.opts = opts
+        self.log = log
+        self.fingerprint, self.settings = build_fingerprint(self.source, opts)
+
+    # phase 1
+    def plan(self) -> dict:
+        path = self.work / "plan.json"
+        if path.exists():
+            plan = _read_json(path)
+            if plan["fingerprint"] != self.fingerprint:
+                raise BuildError(f"{self.out} holds an unfinished build with different settings; "
+                                 "re-run with the original settings, or use another output folder")
+            return plan
+        if not self.source.exists():
+            raise BuildError(f"source {self.source} does not exist")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            probe_file = self.out / ".write-test"
+            probe_file.write_text("")
+            probe_file.unlink()
+        except OSError as exc:
+            raise BuildError(f"output folder {self.out} is not writable ({exc.strerror})") from None
+        found: SourceList = discover(self.source, labels=self.opts.labels, seed=self.opts.seed,
+                                     labelled=self.opts.labelled)
+        plan = {"fingerprint": self.fingerprint, "settings": self.settings, "label_map": found.label_map,
+                "skipped": found.skipped, "items": [asdict(i) for i in found.items]}
+        _write_json(path, plan)
+        return plan
+
+    def done_records(self, plan: dict) -> dict[str, dict]:
+        done = {}
+        for item in plan["items"]:
+            marker = self.work / "done" / f"{item['uid']}.json"
+            if marker.exists():
+                done[item["uid"]] = _read_json(marker)
+        return done
+
+    # phase 2
+    def encode(self, plan: dict, task_index: int = 0, num_tasks: int = 1, progress: bool = True) -> None:
+        items = [it for i, it in enumerate(plan["items"]) if i % num_tasks == task_index]
+        done = self.done_records(plan)
+        todo = [it for it in items if it["uid"] not in done]
+        if len(todo) < len(items):
+            self.log(f"resuming: {len(items) - len(todo)} of {len(items)} videos already processed")
+        if not todo:
+            return
+        bar = _progress(len(todo), progress)
+        stats = {"seconds": 0.0, "skipped": 0, "t0": time.perf_counter()}
+
+        def account(rec: dict) -> None:
+            stats["seconds"] += rec["seconds"]
+            stats["skipped"] += rec["skipped"] is not None
+            hours_per_s = stats["seconds"] / 3600 / max(time.perf_counter() - stats["t0"], 1e-6)
+            bar.set_postfix(footage_h_per_s=f"{hours_per_s:.3f}", skipped=stats["skipped"], refresh=False)
+            bar.update(1)
+
+        opts = asdict(self.opts)
+        if self.opts.workers <= 1:
+            for it in todo:
+                account(process_unit(it, str(self.work), opts))
+        else:
+            with ProcessPoolExecutor(self.opts.workers, mp_context=get_context("spawn")) as pool:
+                futures = [pool.submit(process_unit, it, str(self.work), opts) for it in todo]
+                for fut in as_completed(futures):
+                    account(fut.result())
+        bar.close()
+
+    # phase 3
+    def pack(self, plan: dict) -> dict:
+        done = self.done_records(plan)
+        missing = [it["rel"] for it in plan["items"] if it["uid"] not in done]
+        if missing:
+            raise BuildError(f"{len(missing)} videos are not processed yet (e.g. {missing[0]}); "
+                             "run the encode step for every task first")
+        samples = [s for it in plan["items"] for s in done[it["uid"]]["samples"]]
+        if not samples:
+            raise BuildError("no usable videos: every input was skipped (see the reasons above)")
+        layout = self._layout(samples)
+        shards = []
+        for i, keys in enumerate(layout["shards"]):
+            name = f"{self.opts.prefix}-{i:06d}.tar"
+            stats_path = self.out / f"{self.opts.prefix}-{i:06d}.stats.json"
+            members = [samples[k] for k in keys]
+            if not (self.out / name).exists() or not stats_path.exists():
+                write_shard(self.out / name, (ShardSample(s["key"], str(self.work / s["file"]), s["meta"], s["label"])
+                                              for s in members))
+                _write_json(stats_path, shard_stats(name, members, self.out / name))
+            shards.append(_read_json(stats_path))
+        skipped = plan["skipped"] + [r["skipped"] for r in (done[it["uid"]] for it in plan["items"]) if r["skipped"]]
+        index = {
+            "format": INDEX_FORMAT, "version": INDEX_VERSION, "fingerprint": self.fingerprint,
+            "shards": [{k: s[k] for k in ("name", "samples", "bytes", "sha256")} for s in shards],
+            "samples_per_shard": layout["samples_per_shard"],
+            "totals": totals(samples, len(plan["items"]), len(skipped)),
+            "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
+        }
+        _write_json(self.out / "index.json", index)
+        return index
+
+    def _layout(self, samples: list[dict]) -> dict:
+        """Which samples go to which shard, fixed on first use so a resumed pack agrees."""
+        path = self.work / "layout.json"
+        if path.exists():
+            return _read_json(path)
+        n = self.opts.samples_per_shard
+        if n is None:
+            mean = sum(tar_bytes(self.work / s["file"], s) for s in samples) / len(samples)
+            n = max(1, round(self.opts.target_shard_mb * 2**20 / mean))
+        layout = {"samples_per_shard": n,
+                  "shards": [list(range(i, min(i + n, len(samples)))) for i in range(0, len(samples), n)]}
+        _write_json(path, layout)
+        return layout
+
+    def finish(self) -> None:
+        if not self.opts.keep_work:
+            shutil.rmtree(self.work, ignore_errors=True)
+
+    def run(self, progress: bool = True) -> dict:
+        index_path = self.out / "index.json"
+        if index_path.exists() and not self.work.exists():
+            index = _read_json(index_path)
+            if index.get("fingerprint") == self.fingerprint:
+                self.log(f"{self.out} is already complete ({index['totals']['samples']} samples); nothing to do")
+                return index
+            raise BuildError(f"{self.out} already holds shards built with other settings; "
+                             "use another output folder")
+        plan = self.plan()
+        self.log(f"{len(plan['items'])} videos to shard ({len(plan['skipped'])} rejected at discovery), "
+                 f"{len(plan['label_map'])} labels -> {self.out}")
+        self.encode(plan, progress=progress)
+        index = self.pack(plan)
+        self.finish()
+        return index
+
+
+def tar_bytes(video: Path, sample: dict) -> int:
+    """Bytes one sample occupies in a tar: 512-byte header per member, data padded to 512."""
+    def block(n: int) -> int:
+        return 512 + -(-n // 512) * 512
+
+    meta = len(json.dumps(sample["meta"], sort_keys=True, ensure_ascii=False).encode())
+    return block(video.stat().st_size) + block(meta) + (block(8) if sample["label"] is not None else 0)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def shard_stats(name: str, members: list[dict], path: Path) -> dict:
+    labels: dict[str, int] = {}
+    for s in members:
+        if s["label"] is not None:
+            labels[str(s["label"])] = labels.get(str(s["label"]), 0) + 1
+    return {"name": name, "samples": len(members), "bytes": path.stat().st_size, "sha256": file_sha256(path), "seconds": round(sum(s["meta"]["duration"] for s in members), 3),
+            "frames": sum(s["meta"]["num_frames"] for s in members), "labels": labels,
+            "keys": [s["key"] for s in members]}
+
+
+def totals(samples: list[dict], videos: int, skipped: int) -> dict:
+    seconds = sum(s["meta"]["duration"] for s in samples)
+    return {"samples": len(samples), "videos": videos, "skipped": skipped, "seconds": round(seconds, 3),
+            "hours": round(seconds / 3600, 4), "frames": sum(s["meta"]["num_frames"] for s in samples)}
+
+
+def _progress(total: int, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="video", desc="encoding", disable=not enabled, dynamic_ncols=True)

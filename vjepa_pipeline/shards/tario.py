@@ -1,0 +1,78 @@
+"""Deterministic, atomic WebDataset tar shards.
+
+A shard is written to a temporary file and renamed into place, so it is either whole or absent.
+Members carry fixed ownership and mtime, so the same samples give byte-identical shards.
+Members per sample, in this order: ``<key>.mp4``, ``<key>.json``, ``<key>.cls`` (if labelled).
+Nothing pickled is ever written.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..utils.atomic import atomic_path
+
+
+@dataclass
+class ShardSample:
+    key: str
+    video_path: str  # staged file streamed into the tar (never read whole)
+    meta: dict
+    label: int | None = None
+
+
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def write_shard(path: str | os.PathLike, samples: Iterable[ShardSample]) -> dict:
+    """Write ``samples`` to the tar at ``path`` atomically; returns {samples, bytes}."""
+    count = 0
+    with atomic_path(path) as tmp:
+        with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for s in samples:
+                size = os.path.getsize(s.video_path)
+                with open(s.video_path, "rb") as fh:
+                    tar.addfile(_info(f"{s.key}.mp4", size), fh)
+                meta = json.dumps(s.meta, sort_keys=True, ensure_ascii=False).encode()
+                tar.addfile(_info(f"{s.key}.json", len(meta)), io.BytesIO(meta))
+                if s.label is not None:
+                    cls = str(int(s.label)).encode()
+                    tar.addfile(_info(f"{s.key}.cls", len(cls)), io.BytesIO(cls))
+                count += 1
+    return {"samples": count, "bytes": os.path.getsize(path)}
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield one dict per sample: {'key', 'mp4': bytes, 'json': dict, 'cls': int | None,
+    'members': [suffixes]}. Groups consecutive members by key, as WebDataset does."""
+    current: dict | None = None
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            key, _, suffix = Path(member.name).name.partition(".")
+            if current is None or current["key"] != key:
+                if current is not None:
+                    yield current
+                current = {"key": key, "mp4": None, "json": None, "cls": None, "members": []}
+            data = tar.extractfile(member).read()
+            current["members"].append(suffix)
+            if suffix == "mp4":
+                current["mp4"] = data
+            elif suffix == "json":
+                current["json"] = json.loads(data)
+            elif suffix == "cls":
+                current["cls"] = int(data)
+    if current is not None:
+        yield current
