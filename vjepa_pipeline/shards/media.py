@@ -141,7 +141,7 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     if start is not None and start > 0:
         cmd += ["-ss", f"{start:.6f}"]
-    cmd += ["-i", src]
+    cmd += ["-threads", "1", "-i", src]  # one decoder thread: parallelism comes from worker processes
     if end is not None:
         cmd += ["-t", f"{end - (start or 0.0):.6f}"]
     vf = [f"scale={w}:{h}:flags=area"]
