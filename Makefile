@@ -10,7 +10,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 demo: $(VENV)/.stamp-install
 	$(BIN)/vjepa objective
 
-test: $(VENV)/.stamp-test
+test: $(VENV)/.stamp-test system-libs
 	$(BIN)/python -m pytest -q
 
 install: $(VENV)/.stamp-install
@@ -26,6 +26,18 @@ $(VENV)/.stamp-install: pyproject.toml | $(VENV)/bin/python
 $(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-install
 	$(PIP) install -q -e '.[test]'
 	touch $@
+
+# FFmpeg shared libraries for the optional torchcodec decoder (the other decoders bundle FFmpeg).
+# Installed with apt when running as root on Debian/Ubuntu; otherwise its tests are skipped.
+FFMPEG_LIBS := libavcodec59 libavformat59 libavutil57 libswscale6 libavdevice59 libavfilter8 libswresample4
+.PHONY: system-libs
+system-libs:
+	@if ldconfig -p 2>/dev/null | grep -q 'libavutil\.so\.5[6-9]'; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing FFmpeg shared libraries for torchcodec: $(FFMPEG_LIBS)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(FFMPEG_LIBS) >/dev/null) \
+	    || echo "note: could not install FFmpeg shared libraries; torchcodec tests will be skipped"; \
+	else echo "note: FFmpeg shared libraries not found; torchcodec tests will be skipped"; fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -23,6 +23,8 @@ Strategy = Literal[
     "auto", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
 ]
 WandbMode = Literal["offline", "online", "disabled"]
+Decoder = Literal["decord", "torchcodec", "pyav"]
+ShortVideo = Literal["pad", "skip"]
 
 
 @dataclass
@@ -110,6 +112,18 @@ class DataConfig:
     batch_size: int = 8  # clips per device per micro-batch
     num_workers: int = 2  # dataloader worker processes per device
     seed: int = 0  # data order / augmentation seed
+    decoder: Decoder = "decord"  # video decoder backend (single-threaded; workers give parallelism)
+    target_fps: float | None = None  # sample at this frame rate instead of frame_step (V-JEPA 2: 4)
+    num_clips: int = 1  # clips drawn per decoded video (must divide batch_size)
+    short_video: ShortVideo = "pad"  # videos shorter than a clip: repeat the last frame, or skip
+    crop_scale: tuple[float, float] = (0.3, 1.0)  # random resized crop: area fraction range
+    crop_ratio: tuple[float, float] = (0.75, 1.35)  # random resized crop: aspect ratio range
+    hflip: bool = True  # random horizontal flip (same for every frame of a clip)
+    shuffle_buffer: int = 1000  # compressed samples shuffled per worker before decoding
+    batches_per_epoch: int | None = None  # per rank; None = dataset clips / global batch
+    max_failure_rate: float = 0.1  # stop when more than this fraction of samples fail to decode
+    allow_shared_shards: bool = False  # fewer shards than ranks x workers: let workers share shards
+    reseed_on_world_size_change: bool = False  # resume with another world size: start a fresh stream
 
 
 @dataclass

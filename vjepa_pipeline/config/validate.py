@@ -184,6 +184,13 @@ def config_problems(cfg: Config) -> list[str]:
     for key in ("num_frames", "frame_step", "crop_size", "batch_size"):
         c.positive(f"data.{key}", getattr(d, key))
     c.non_negative("data.num_workers", d.num_workers)
+    for key in ("target_fps", "num_clips", "shuffle_buffer", "batches_per_epoch"):
+        c.positive(f"data.{key}", getattr(d, key))
+    c.pair("data.crop_scale", d.crop_scale)
+    c.pair("data.crop_ratio", d.crop_ratio, unit=False)
+    c.in_range("data.max_failure_rate", d.max_failure_rate, 0.0, 1.0)
+    if d.num_clips > 0 and d.batch_size > 0 and d.batch_size % d.num_clips:
+        c.add(f"data.num_clips: {d.num_clips} clips per video must divide data.batch_size {d.batch_size}")
     if m.patch_size > 0 and d.crop_size % m.patch_size:
         c.add(f"data.crop_size: {d.crop_size} is not divisible by model.patch_size {m.patch_size}")
     if m.tubelet_size > 0 and d.num_frames % m.tubelet_size:

@@ -1,0 +1,90 @@
+"""Build the training DataLoader from the config, and keep the per-rank loader state that makes
+resumes exact (saved in the run directory by the trainer)."""
+
+from __future__ import annotations
+
+import math
+
+from torch.utils.data import DataLoader
+
+from .sources import LoaderError, expand_urls, file_list_items
+from .stream import ClipStream
+
+STATE_VERSION = 1
+
+
+def batches_per_epoch(data_cfg, dataset_videos: int | None, world_size: int) -> int:
+    """Per-rank batches in one epoch: the configured number, else one pass over the dataset's
+    clips by the global batch (at least 1)."""
+    if data_cfg.batches_per_epoch:
+        return data_cfg.batches_per_epoch
+    if not dataset_videos:
+        raise LoaderError("the dataset size is unknown (URL pattern without index.json): set data.batches_per_epoch")
+    clips = dataset_videos * data_cfg.num_clips
+    return max(1, math.ceil(clips / (data_cfg.batch_size * world_size)))
+
+
+def build_train_stream(data_cfg, rank: int = 0, world_size: int = 1) -> ClipStream:
+    if data_cfg.source == "shards":
+        urls, videos = expand_urls(data_cfg.path)
+        per_epoch = batches_per_epoch(data_cfg, videos, world_size)
+        return ClipStream(data_cfg, urls=urls, rank=rank, world_size=world_size, batches_per_epoch=per_epoch)
+    if data_cfg.source == "csv":
+        videos = len(file_list_items(data_cfg.path))
+        per_epoch = batches_per_epoch(data_cfg, videos, world_size)
+        return ClipStream(data_cfg, file_list=data_cfg.path, rank=rank, world_size=world_size,
+                          batches_per_epoch=per_epoch)
+    raise LoaderError(f"data.source={data_cfg.source!r} has no file loader (synthetic data is generated in-process)")
+
+
+def make_dataloader(stream: ClipStream) -> DataLoader:
+    """Batches are assembled inside the workers (batch_size=None). Workers are not persistent:
+    each epoch starts fresh workers with the stream's current position."""
+    workers = stream.cfg.num_workers
+    return DataLoader(stream, batch_size=None, num_workers=workers, pin_memory=False,
+                      prefetch_factor=2 if workers else None, persistent_workers=False)
+
+
+class StreamState:
+    """What a rank needs to resume its stream exactly: the next step and, per worker role, the
+    epoch and number of compressed samples consumed by its last *trained* batch."""
+
+    def __init__(self, world_size: int, num_workers: int, seed: int):
+        self.world_size, self.num_workers, self.seed = world_size, num_workers, seed
+        self.step = 0
+        self.roles: dict[int, dict] = {}
+        self.failures: dict[str, int] = {}
+        self.attempts = 0
+        self._role_failures: dict[int, tuple[int, dict]] = {}
+
+    def update(self, batch: dict) -> None:
+        """Call once per batch actually used for training (not per prefetched batch)."""
+        info = batch["stream"]
+        self.step = info["step"] + 1
+        self.roles[info["role"]] = {"epoch": info["epoch"], "consumed": info["consumed"]}
+        self._role_failures[info["role"]] = (info["attempts"], info["failures"])
+        self.attempts = sum(a for a, _ in self._role_failures.values())
+        totals: dict[str, int] = {}
+        for _, f in self._role_failures.values():
+            for reason, n in f.items():
+                totals[reason] = totals.get(reason, 0) + n
+        self.failures = totals
+
+    def state_dict(self) -> dict:
+        return {"version": STATE_VERSION, "world_size": self.world_size, "num_workers": self.num_workers,
+                "seed": self.seed, "step": self.step, "roles": {str(k): v for k, v in self.roles.items()}}
+
+    def load_state_dict(self, state: dict, reseed: bool = False) -> None:
+        """Restore; a changed world size, worker count or seed is refused (the stream would not
+        continue) unless ``reseed`` starts a fresh stream at the saved step."""
+        changed = [f"{k} {state[k]} -> {getattr(self, k)}" for k in ("world_size", "num_workers", "seed")
+                   if state.get(k) != getattr(self, k)]
+        self.step = int(state["step"])
+        if changed and not reseed:
+            raise LoaderError(f"cannot continue the saved data stream: {', '.join(changed)}. Set "
+                              "data.reseed_on_world_size_change=true to start a fresh stream from this step")
+        self.roles = {} if changed else {int(k): v for k, v in state["roles"].items()}
+
+    def position(self) -> tuple[int, dict]:
+        """(step, role positions) to pass to ClipStream.set_position."""
+        return self.step, dict(self.roles)

@@ -1,0 +1,130 @@
+"""Where compressed samples come from: WebDataset shards (local paths, brace patterns, ``pipe:``
+URLs for object stores) or a plain file list (official V-JEPA CSV ``path label``).
+
+A compressed sample is a dict ``{"key", "mp4": bytes, "meta": dict | None, "label": int | None}``;
+decoding happens later, after shuffling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+
+class LoaderError(Exception):
+    """A data setup the loader cannot run with; the message says what to change."""
+
+
+def expand_urls(path: str | os.PathLike) -> tuple[list[str], int | None]:
+    """Shard URLs for ``path`` and the number of samples if known.
+
+    ``path`` may be a shard folder or its index.json (from ``vjepa shards build``), a brace
+    pattern such as ``/data/k400/shard-{000000..000099}.tar`` or
+    ``pipe:aws s3 cp s3://bucket/shard-{000000..000099}.tar -``, or a single tar.
+    """
+    import braceexpand
+
+    text = str(path)
+    p = Path(text)
+    index_file = p / "index.json" if p.is_dir() else p if p.name == "index.json" else None
+    if index_file is not None:
+        if not index_file.exists():
+            raise LoaderError(f"{p} has no index.json: build shards with `vjepa shards build` or give a URL pattern")
+        index = json.loads(index_file.read_text())
+        urls = [str(index_file.parent / s["name"]) for s in index["shards"]]
+        return urls, int(index["totals"]["samples"])
+    urls = list(braceexpand.braceexpand(text))
+    if not text.startswith("pipe:"):
+        missing = [u for u in urls if not Path(u).exists()]
+        if missing:
+            raise LoaderError(f"{len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]}")
+    return urls, None
+
+
+def split_for(urls: list[str], rank: int, world_size: int, role: int, num_roles: int,
+              allow_shared: bool) -> list[str]:
+    """The explicit node split then worker split of the shard list. Every (rank, worker) needs at
+    least one shard of its own, else workers would starve or duplicate each other."""
+    need = world_size * num_roles
+    if len(urls) < need:
+        if not allow_shared:
+            raise LoaderError(
+                f"{len(urls)} shards for {world_size} ranks x {num_roles} workers = {need} readers: every reader "
+                f"needs its own shard. Build more, smaller shards (vjepa shards build --samples-per-shard), lower "
+                f"data.num_workers, or set data.allow_shared_shards=true to let readers resample all shards")
+        return urls
+    return urls[rank::world_size][role::num_roles]
+
+
+def shard_cycle(urls: list[str], rng: random.Random) -> Iterator[str]:
+    """Endless resampling of ``urls``: a fresh random permutation per pass, so within a pass no
+    shard repeats (duplicates only come from wrapping around)."""
+    while True:
+        order = list(urls)
+        rng.shuffle(order)
+        yield from order
+
+
+def tar_samples(urls: Iterator[str], on_error: Callable[[str], None]) -> Iterator[dict]:
+    """Compressed samples from a stream of shard URLs (webdataset's tar reader; handles ``pipe:``).
+    Broken tars or members are reported to ``on_error`` and skipped."""
+    from webdataset.tariterators import tarfile_samples
+
+    def handler(exc: Exception) -> bool:
+        on_error("unreadable shard")
+        return True
+
+    for s in tarfile_samples(({"url": u} for u in urls), handler=handler):
+        if "mp4" not in s:
+            on_error("incomplete sample")
+            continue
+        try:
+            meta = json.loads(s["json"]) if "json" in s else None
+            label = int(s["cls"]) if "cls" in s else (meta or {}).get("label")
+        except (ValueError, TypeError):
+            on_error("bad metadata")
+            continue
+        yield {"key": s["__key__"], "mp4": s["mp4"], "meta": meta, "label": label}
+
+
+def file_list_items(path: str | os.PathLike) -> list[dict]:
+    """Items of a plain file list (official V-JEPA CSV ``path label``, or any manifest the shard
+    builder reads): [{"key", "path", "label"}], in file order."""
+    from ..shards.sources import SourceError, discover
+
+    try:
+        found = discover(path, seed=0)
+    except SourceError as exc:
+        raise LoaderError(str(exc)) from None
+    items = sorted(found.items, key=lambda i: i.rel)
+    if not items:
+        raise LoaderError(f"{path}: no usable videos listed")
+    return [{"key": i.uid, "path": i.path, "label": i.label} for i in items]
+
+
+def file_samples(items: Iterator[dict], on_error: Callable[[str], None]) -> Iterator[dict]:
+    """Compressed samples read from files on disk (no metadata: the decoder counts frames)."""
+    for item in items:
+        try:
+            data = Path(item["path"]).read_bytes()
+        except OSError:
+            on_error("unreadable file")
+            continue
+        yield {"key": item["key"], "mp4": data, "meta": None, "label": item["label"]}
+
+
+def shuffle_buffer(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
+    """Shuffle compressed samples through a buffer of ``size`` (memory ~ size x sample bytes)."""
+    buf: list[dict] = []
+    for s in samples:
+        if len(buf) < size:
+            buf.append(s)
+            continue
+        i = rng.randrange(size)
+        buf[i], s = s, buf[i]
+        yield s
+    rng.shuffle(buf)
+    yield from buf

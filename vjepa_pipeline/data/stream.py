@@ -1,0 +1,190 @@
+"""The training stream: shards -> shuffled compressed samples -> decoded, sampled, augmented uint8
+clips -> batches, inside DataLoader workers.
+
+Determinism and resume. Batch ``g`` (counted from the start of training on this rank) belongs
+to epoch ``g // batches_per_epoch`` and is produced by stream *role* ``g % num_workers``. Each
+(rank, role, epoch) reads its own shard subset through its own seeded stream, so the whole
+sample stream is a function of (seed, rank, worker role, step). Every batch reports how many
+compressed samples its role has consumed; resuming at step ``s`` replays (without decoding) each
+role's stream up to its last consumed batch. DataLoader worker ``i`` plays role
+``(i + s) % num_workers`` so that batches keep their order after a restart.
+
+Every rank yields exactly the batches of the current epoch, so DDP ranks never wait on each other.
+Failing samples are skipped and counted per reason; above ``max_failure_rate`` the run stops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import time
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from .augment import train_augment
+from .decoders import DecodeError, get_decoder
+from .sampling import ClipSpec, sample_train_clips, union_indices
+from .sources import (LoaderError, file_list_items, file_samples, shard_cycle, shuffle_buffer, split_for,
+                      tar_samples)
+
+MIN_ATTEMPTS_FOR_RATE = 50  # failure rate is judged only after this many samples per worker
+
+
+def mix(*values: int) -> int:
+    """A stable 63-bit seed from integers (the same on every machine and Python version)."""
+    blob = ",".join(str(int(v)) for v in values).encode()
+    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
+
+
+class SampleFailure(Exception):
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class ClipStream(IterableDataset):
+    """Yields ready batches ``{"clips": uint8 (B, T, S, S, C), "labels": (B,), "keys", "stream"}``.
+
+    ``source``: "shards" (``urls``) or "csv" (a file list). Use with
+    ``DataLoader(stream, batch_size=None, num_workers=data.num_workers)`` and call
+    :meth:`set_position` with the step about to be trained before iterating.
+    """
+
+    def __init__(self, data_cfg, urls: list[str] | None = None, file_list: str | None = None, rank: int = 0,
+                 world_size: int = 1, batches_per_epoch: int = 100, resume: dict | None = None):
+        self.cfg = data_cfg
+        self.rank, self.world_size = rank, world_size
+        self.num_roles = max(1, data_cfg.num_workers)
+        self.batches_per_epoch = batches_per_epoch
+        self.spec = ClipSpec(data_cfg.num_frames, data_cfg.frame_step, data_cfg.target_fps, data_cfg.num_clips,
+                             data_cfg.short_video)
+        self.videos_per_batch = data_cfg.batch_size // data_cfg.num_clips
+        if (urls is None) == (file_list is None):
+            raise ValueError("give exactly one of urls (shards) or file_list (csv)")
+        self.items = file_list_items(file_list) if file_list is not None else None
+        self.urls = urls
+        readers = self.items if self.items is not None else urls
+        for role in range(self.num_roles):  # the startup check, before any worker starts
+            split_for(readers, rank, world_size, role, self.num_roles, data_cfg.allow_shared_shards)
+        self.step = 0
+        self.resume = resume or {}
+        get_decoder(data_cfg.decoder)  # fail early if the backend is missing
+
+    def set_position(self, step: int, resume: dict | None = None) -> None:
+        """Next batch to produce is global step ``step``; ``resume`` maps role -> {"epoch",
+        "consumed"} (see StreamState)."""
+        self.step = step
+        if resume is not None:
+            self.resume = resume
+
+    # -- per worker --------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        if info is not None and info.num_workers != self.num_roles:
+            raise LoaderError(f"DataLoader has {info.num_workers} workers but the stream was built for "
+                              f"{self.num_roles}; pass num_workers=data.num_workers")
+        torch.set_num_threads(1)
+        step = self.step
+        epoch = step // self.batches_per_epoch
+        end = (epoch + 1) * self.batches_per_epoch
+        role = (worker + step) % self.num_roles
+        first = step + (role - step) % self.num_roles
+        if first >= end:
+            return
+        skip = 0
+        saved = self.resume.get(role) or self.resume.get(str(role))
+        if saved and saved["epoch"] == epoch:
+            skip = saved["consumed"]
+        yield from RoleStream(self, role, epoch, skip).batches(range(first, end, self.num_roles))
+
+
+class RoleStream:
+    """One (rank, role, epoch) stream: its shards, its RNGs, its counters."""
+
+    def __init__(self, owner: ClipStream, role: int, epoch: int, skip: int):
+        self.o, self.role, self.epoch = owner, role, epoch
+        cfg = owner.cfg
+        self.seed = mix(cfg.seed, owner.rank, role, epoch)
+        self.decoder = get_decoder(cfg.decoder)
+        self.failures: dict[str, int] = {}
+        self.attempts = 0
+        self.consumed = 0
+        self.samples = self._compressed()
+        for _ in range(skip):  # resume: replay the compressed stream, no decoding
+            next(self.samples)
+            self.consumed += 1
+
+    def _fail(self, reason: str) -> None:
+        self.failures[reason] = self.failures.get(reason, 0) + 1
+
+    def _compressed(self) -> Iterator[dict]:
+        o = self.o
+        rng = random.Random(self.seed)
+        if o.items is not None:
+            mine = split_for(o.items, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
+            stream = file_samples(shard_cycle(mine, rng), self._fail)
+        else:
+            mine = split_for(o.urls, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
+            stream = tar_samples(shard_cycle(mine, rng), self._fail)
+        return shuffle_buffer(stream, o.cfg.shuffle_buffer, random.Random(self.seed + 1))
+
+    def clips_of(self, sample: dict, rng: random.Random) -> list[torch.Tensor]:
+        cfg = self.o.cfg
+        meta = sample["meta"] or {}
+        num_frames = meta.get("num_frames")
+        try:
+            if num_frames is None:
+                num_frames = self.decoder.count_frames(sample["mp4"])
+            clips = sample_train_clips(num_frames, meta.get("fps"), self.o.spec, rng)
+            if clips is None:
+                raise SampleFailure("too short")
+            frames_idx, positions = union_indices(clips)
+            frames = torch.from_numpy(self.decoder.decode(sample["mp4"], frames_idx, num_frames))
+        except DecodeError as exc:
+            raise SampleFailure(f"decode: {exc.reason}") from None
+        return [train_augment(frames[pos], cfg.crop_size, rng, cfg.crop_scale, cfg.crop_ratio,
+                              0.5 if cfg.hflip else 0.0) for pos in positions]
+
+    def next_video(self) -> tuple[dict, list[torch.Tensor]]:
+        while True:
+            try:
+                sample = next(self.samples)
+            except StopIteration:
+                raise LoaderError("the sample stream ended: no readable shards") from None
+            self.consumed += 1
+            self.attempts += 1
+            rng = random.Random(mix(self.seed, self.consumed))
+            try:
+                return sample, self.clips_of(sample, rng)
+            except SampleFailure as exc:
+                self._fail(exc.reason)
+                self.check_failure_rate()
+
+    def check_failure_rate(self) -> None:
+        failed = sum(self.failures.values())
+        if self.attempts >= MIN_ATTEMPTS_FOR_RATE and failed / self.attempts > self.o.cfg.max_failure_rate:
+            reasons = ", ".join(f"{r} x{n}" for r, n in sorted(self.failures.items()))
+            raise LoaderError(
+                f"{failed} of {self.attempts} samples failed ({100 * failed / self.attempts:.0f}%, above "
+                f"data.max_failure_rate={self.o.cfg.max_failure_rate}): {reasons}. Check the data with "
+                "`vjepa shards inspect`")
+
+    def batches(self, steps: range) -> Iterator[dict]:
+        for g in steps:
+            t0 = time.perf_counter()
+            clips, labels, keys = [], [], []
+            while len(keys) < self.o.videos_per_batch:
+                sample, views = self.next_video()
+                clips.extend(views)
+                labels.extend([-1 if sample["label"] is None else int(sample["label"])] * len(views))
+                keys.append(sample["key"])
+            yield {
+                "clips": torch.stack(clips), "labels": torch.tensor(labels, dtype=torch.long), "keys": keys,
+                "stream": {"step": g, "role": self.role, "epoch": self.epoch, "consumed": self.consumed,
+                           "attempts": self.attempts, "failures": dict(self.failures),
+                           "seconds": time.perf_counter() - t0},
+            }
+
