@@ -174,3 +174,17 @@ def test_shuffle_buffer_is_a_permutation():
 
     out = list(shuffle_buffer(iter(range(100)), 10, random.Random(0)))
     assert sorted(out) == list(range(100)) and out != list(range(100))
+
+
+def test_brace_patterns_and_pipe_urls_read_the_same_samples(shard_dir):
+    n = len(list(shard_dir.glob("*.tar")))
+    pattern = f"{shard_dir}/shard-{{000000..{n - 1:06d}}}.tar"
+    urls, size = expand_urls(pattern)
+    assert len(urls) == n and size is None
+    with pytest.raises(LoaderError, match="set data.batches_per_epoch"):
+        build_train_stream(load_config(None, [*DATA, f"data.path={pattern}", "data.batches_per_epoch=null"]).data)
+    local = run_epoch(load_config(None, [*DATA, f"data.path={pattern}"]).data)
+    piped = run_epoch(load_config(None, [*DATA, f"data.path=pipe:cat {pattern}"]).data)
+    assert [b["keys"] for b in local] == [b["keys"] for b in piped]
+    with pytest.raises(LoaderError, match="do not exist"):
+        expand_urls(f"{shard_dir}/nope-{{0..3}}.tar")
