@@ -188,3 +188,40 @@ def test_brace_patterns_and_pipe_urls_read_the_same_samples(shard_dir):
     assert [b["keys"] for b in local] == [b["keys"] for b in piped]
     with pytest.raises(LoaderError, match="do not exist"):
         expand_urls(f"{shard_dir}/nope-{{0..3}}.tar")
+
+
+def test_every_failure_path_is_counted(tmp_path, shard_dir):
+    """A truncated shard, a sample without video and bad metadata are each counted under their
+    own reason while the stream goes on; videos too short for a clip are skipped in skip mode."""
+    import io
+    import json
+    import tarfile
+
+    from vjepa_pipeline.shards.tario import iter_shard
+
+    bad = tmp_path / "bad"
+    shutil.copytree(shard_dir, bad)
+    tars = sorted(bad.glob("*.tar"))
+    data = tars[0].read_bytes()
+    tars[0].write_bytes(data[: len(data) // 2])  # truncated mid-video
+
+    def rewrite(path, edit):
+        samples = list(iter_shard(path))
+        with tarfile.open(path, "w") as tar:
+            for s in samples:
+                for suffix, payload in edit(s):
+                    info = tarfile.TarInfo(f"{s['key']}.{suffix}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+
+    rewrite(tars[1], lambda s: [("json", json.dumps(s["json"]).encode())])  # no mp4
+    rewrite(tars[2], lambda s: [("mp4", s["mp4"]), ("json", b"{not json"), ("cls", b"0")])
+    cfg = data_cfg(bad, "data.num_workers=0", "data.max_failure_rate=0.9", "data.batches_per_epoch=8")
+    last = run_epoch(cfg)[-1]["stream"]
+    assert {"unreadable shard", "incomplete sample", "bad metadata"} <= set(last["failures"]), last
+    assert sum(last["failures"].values()) < last["attempts"]
+    # 32-frame videos cannot hold 16 frames at step 4: skip mode drops them all, and says so.
+    too_short = data_cfg(shard_dir, "data.num_workers=0", "data.short_video=skip", "data.num_frames=16",
+                         "data.frame_step=4")
+    with pytest.raises(LoaderError, match="too short x"):
+        run_epoch(too_short)

@@ -120,15 +120,20 @@ class RoleStream:
     def _fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
+    def _source_fail(self, reason: str) -> None:
+        """A shard or sample lost before decoding: counts as an attempt that failed."""
+        self.attempts += 1
+        self._fail(reason)
+
     def _compressed(self) -> Iterator[dict]:
         o = self.o
         rng = random.Random(self.seed)
         if o.items is not None:
             mine = split_for(o.items, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
-            stream = file_samples(shard_cycle(mine, rng), self._fail)
+            stream = file_samples(shard_cycle(mine, rng), self._source_fail)
         else:
             mine = split_for(o.urls, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
-            stream = tar_samples(shard_cycle(mine, rng), self._fail)
+            stream = tar_samples(shard_cycle(mine, rng), self._source_fail)
         return shuffle_buffer(stream, o.cfg.shuffle_buffer, random.Random(self.seed + 1))
 
     def clips_of(self, sample: dict, rng: random.Random) -> list[torch.Tensor]:
