@@ -25,6 +25,8 @@ Strategy = Literal[
 WandbMode = Literal["offline", "online", "disabled"]
 Decoder = Literal["decord", "torchcodec", "pyav"]
 ShortVideo = Literal["pad", "skip"]
+Accelerator = Literal["auto", "cpu", "gpu"]
+NanPolicy = Literal["stop", "skip"]
 
 
 @dataclass
@@ -161,6 +163,11 @@ class TrainConfig:
     checkpoint_every_minutes: float | None = None  # also save every N minutes; None = off
     keep_last: int = 3  # step checkpoints to keep (older ones are deleted)
     compile: bool = False  # torch.compile the encoder and predictor
+    accelerator: Accelerator = "auto"  # auto = GPU when CUDA is available, else CPU
+    nan_policy: NanPolicy = "stop"  # non-finite loss: stop (pointing at the last checkpoint) or skip the step
+    max_nan_skips: int = 10  # nan_policy=skip: stop after this many consecutive skipped steps
+    stats_every_steps: int = 50  # collapse statistics (target std, RankMe) every N optimizer steps
+    collapse_rankme_threshold: float = 1.5  # warn when the pooled-embedding RankMe stays below this
 
 
 @dataclass
@@ -171,6 +178,7 @@ class LoggingConfig:
     wandb_mode: WandbMode = "offline"  # offline writes locally; disabled skips wandb entirely
     wandb_project: str = "vjepa"  # wandb project name
     wandb_entity: str | None = None  # wandb team/user; None = wandb's default
+    trace_sample_keys: bool = False  # write the sample keys each rank trains on to <run>/sample_keys/
 
 
 @dataclass

@@ -232,6 +232,8 @@ def config_problems(cfg: Config) -> list[str]:
     ):
         c.positive(f"train.{key}", getattr(t, key))
     c.positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes)
+    c.positive("train.max_nan_skips", t.max_nan_skips)
+    c.positive("train.stats_every_steps", t.stats_every_steps)
     if not t.run_dir:
         c.add("train.run_dir: must not be empty")
     c.positive("logging.log_every_steps", cfg.logging.log_every_steps)

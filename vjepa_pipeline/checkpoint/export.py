@@ -1,0 +1,417 @@
+"""Export weights from a training checkpoint (``vjepa pretrain``) to a standalone file.
+
+    resolve_checkpoint("runs/debug")            # -> runs/debug/checkpoints/step_0000000100/model.ckpt
+    ckpt = load_training_checkpoint("runs/debug")
+    export("runs/debug", "vitl_target.pt")      # the EMA target encoder, our native format
+    export("runs/debug", "hf_model/", what="target_encoder", fmt="hf")
+
+A training checkpoint is ``checkpoints/step_<n>/model.ckpt``: either a Lightning file (a dict with
+``state_dict`` = ``encoder.*`` / ``predictor.*``, ``target_encoder``, ``vjepa``, optimizer states
+...) or, under DeepSpeed, a directory (``latest``, ``checkpoint/mp_rank_00_model_states.pt`` holding
+the module weights as trained (bf16) plus the client state with ``target_encoder`` and ``vjepa``,
+and ``*_optim_states.pt`` holding the ZeRO-sharded fp32 master weights).
+
+Everything comes out fp32: the trainable encoder / predictor of a DeepSpeed run are taken from the
+fp32 master weights (``get_fp32_state_dict_from_zero_checkpoint``), not from the bf16 module copy;
+the EMA target encoder is always taken from our own fp32 copy in the client state (the DeepSpeed
+converter would give frozen weights only as stored).
+
+Safety: files are read with ``torch.load(weights_only=True)``. The only non-tensor types accepted
+beyond torch's defaults are listed in ``ALLOWED_GLOBALS`` (Lightning's ``AttributeDict``, read as a
+plain dict; ``pathlib`` paths; DeepSpeed's loss scaler, ZeRO stage enum and fragment addresses).
+DeepSpeed's converter unpickles its files with ``weights_only=False``; every file it will read is
+first vetted (``torch.serialization.get_unsafe_globals_in_checkpoint`` lists the globals a pickle
+references, without running it) and refused if it references anything outside that list.
+
+Formats:
+- ``native``: our file (``save_native``): the chosen part(s) under their own names, plus the
+  training config and step. ``what``: target_encoder, encoder, predictor or all.
+- ``official``: the official V-JEPA layout (``module.backbone.``-prefixed ``encoder``,
+  ``predictor``, ``target_encoder``; + sin-cos tables for V-JEPA 1 models). The file always holds
+  all three: with ``what=target_encoder`` (or ``encoder``) the chosen encoder weights go under BOTH
+  ``encoder`` and ``target_encoder``, so official eval scripts (which read ``target_encoder``) and
+  tools that read ``encoder`` get the weights asked for; ``predictor`` is the trained predictor.
+  ``what=all`` writes the three real parts. ``what=predictor`` is refused (use native).
+- ``hf``: a Hugging Face ``VJEPA2Model`` directory (config.json + model.safetensors; RoPE models
+  only). Its single encoder is the chosen encoder (``what`` = target_encoder (default) or encoder),
+  its predictor the trained predictor; ``all`` / ``predictor`` are refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .errors import CheckpointError
+from .layouts import StateDict
+
+WHATS = ("target_encoder", "encoder", "predictor", "all")
+FORMATS = ("native", "official", "hf")
+TRAINING_FORMAT_VERSION = 1  # checkpoint["vjepa"]["format_version"] this reader understands
+
+# Globals a training checkpoint may reference beyond torch's weights-only defaults, each mapped to
+# what it is read as: (module, name) of the class to use, or None when the file is only vetted
+# (handed to DeepSpeed's converter, never unpickled by us).
+ALLOWED_GLOBALS: dict[str, tuple[str, str] | None] = {
+    # Lightning's save_hyperparameters() container: a dict subclass, read as a plain dict
+    "lightning.fabric.utilities.data.AttributeDict": ("builtins", "dict"),
+    "lightning_fabric.utilities.data.AttributeDict": ("builtins", "dict"),
+    "pathlib.PosixPath": ("pathlib", "PosixPath"),
+    "pathlib.WindowsPath": ("pathlib", "PureWindowsPath"),
+    "pathlib.PurePosixPath": ("pathlib", "PurePosixPath"),
+    "pathlib.PureWindowsPath": ("pathlib", "PureWindowsPath"),
+    "pathlib._local.PosixPath": ("pathlib", "PosixPath"),  # Python >= 3.13 pickles paths under this name
+    "pathlib._local.PurePosixPath": ("pathlib", "PurePosixPath"),
+    # DeepSpeed optimizer-state files (*_optim_states.pt)
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler": None,
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler": None,
+    "deepspeed.runtime.zero.config.ZeroStageEnum": None,
+    "deepspeed.utils.tensor_fragment.fragment_address": None,
+}
+
+# Wrapper segments that may appear in parameter names: Lightning (< 2.0) wrapped the module in
+# `_forward_module`, torch.compile adds `_orig_mod`, FSDP / activation-checkpoint wrappers their own.
+_WRAPPER_SEGMENTS = ("_forward_module.", "_orig_mod.", "_fsdp_wrapped_module.", "_checkpoint_wrapped_module.")
+_LEADING_PREFIXES = ("module.",)  # DDP / DeepSpeed engine
+
+
+@dataclass
+class TrainingCheckpoint:
+    """Weights of one training checkpoint: fp32 CPU tensors, our native key names."""
+
+    config: object  # vjepa_pipeline.config.Config
+    encoder_sd: StateDict
+    predictor_sd: StateDict
+    target_sd: StateDict
+    step: int | None
+    source: Path | None = None
+    kind: str = "lightning"  # or "deepspeed"
+
+
+@dataclass
+class ExportResult:
+    out: Path
+    fmt: str
+    what: str
+    step: int | None
+    source: Path
+    kind: str
+    params: dict[str, int] = field(default_factory=dict)  # name in the written file -> parameter count
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {n / 1e6:.2f}M params" for name, n in self.params.items())
+        step = f"step {self.step}" if self.step is not None else "step unknown"
+        return (f"exported {self.what} ({step}, {self.kind} checkpoint {self.source})\n"
+                f"  format {self.fmt} -> {self.out}\n  contents: {parts}")
+
+
+# ---- locating the checkpoint -----------------------------------------------------------------
+def _deepspeed_tag(path: Path) -> str | None:
+    """The tag of a DeepSpeed checkpoint directory (``latest``'s content, else 'checkpoint'), or
+    None when ``path`` is not one."""
+    latest = path / "latest"
+    candidates = []
+    if latest.is_file():
+        candidates.append(latest.read_text().strip())
+    candidates.append("checkpoint")
+    for tag in candidates:
+        if tag and (path / tag).is_dir() and any((path / tag).glob("*model_states.pt")):
+            return tag
+    return None
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The ``model.ckpt`` (file or DeepSpeed directory) that ``path`` designates.
+
+    ``path`` may be a run directory (its ``last`` file is followed), a ``checkpoints/step_*``
+    directory, a ``model.ckpt`` file or a DeepSpeed checkpoint directory."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such file or directory")
+    if path.is_file():
+        if path.name == "last":
+            return resolve_checkpoint(path.parent)
+        return path
+    if _deepspeed_tag(path) is not None:
+        return path
+    if (path / "model.ckpt").exists():
+        ckpt = path / "model.ckpt"
+        if ckpt.is_dir() and _deepspeed_tag(ckpt) is None:
+            raise CheckpointError(f"{ckpt}: directory is not a complete DeepSpeed checkpoint "
+                                  "(no latest tag folder with *model_states.pt)")
+        return ckpt
+    last = path / "last"
+    if last.is_file():
+        name = last.read_text().strip()
+        target = path / "checkpoints" / name
+        if not name or not (target / "model.ckpt").exists():
+            raise CheckpointError(f"{path}: 'last' names checkpoint {name!r}, but {target / 'model.ckpt'} "
+                                  "does not exist")
+        return resolve_checkpoint(target)
+    if (path / "checkpoints").is_dir() or (path / "config.yaml").is_file():
+        steps = sorted(p.name for p in (path / "checkpoints").glob("step_*") if (p / "model.ckpt").exists())
+        hint = (f"; complete checkpoints there: {', '.join(steps[-3:])} (pass one of them)" if steps
+                else "; no checkpoint has completed yet")
+        raise CheckpointError(f"{path}: run directory has no 'last' file{hint}")
+    steps = sorted(p.name for p in path.glob("step_*") if (p / "model.ckpt").exists())
+    if steps:
+        raise CheckpointError(f"{path}: a checkpoints folder; pass its run directory or one of "
+                              f"{', '.join(steps[-3:])}")
+    raise CheckpointError(f"{path}: not a checkpoint: expected a run directory (with 'last'), a "
+                          "checkpoints/step_* directory, a model.ckpt file or a DeepSpeed checkpoint directory")
+
+
+# ---- safe reading ----------------------------------------------------------------------------
+def _unsafe_globals(path: Path) -> list[str]:
+    """Globals a torch file's pickle references beyond torch's weights-only defaults (not run)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot be inspected as a torch checkpoint ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else ""
+
+
+def _refuse_unknown(path: Path, names: list[str]) -> None:
+    unknown = sorted(n for n in names if n not in ALLOWED_GLOBALS)
+    if unknown:
+        raise CheckpointError(f"{path}: holds pickled objects of types not accepted for safety: {unknown[:6]}; "
+                              "only tensors, containers and the types in "
+                              "vjepa_pipeline.checkpoint.export.ALLOWED_GLOBALS are read")
+
+
+def safe_torch_load(path: str | Path) -> dict:
+    """``torch.load(weights_only=True)`` on CPU (memory-mapped when possible), accepting the few
+    extra types of ``ALLOWED_GLOBALS``; anything else is refused with the offending type names."""
+    path = Path(path)
+    mmap = zipfile.is_zipfile(path)
+    extra = []
+    if mmap:
+        names = _unsafe_globals(path)
+        _refuse_unknown(path, names)
+        for name in names:
+            target = ALLOWED_GLOBALS[name]
+            if target is None:
+                raise CheckpointError(f"{path}: holds {name}, an optimizer-state type; this file is not a "
+                                      "model checkpoint")
+            extra.append((getattr(importlib.import_module(target[0]), target[1]), name))
+    try:
+        with torch.serialization.safe_globals(extra):
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # UnpicklingError (legacy non-zip files), RuntimeError, EOFError ...
+        raise CheckpointError(f"{path}: cannot be read as a weights-only torch checkpoint "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a dict checkpoint, found {type(obj).__name__}")
+    return obj
+
+
+# ---- key handling ----------------------------------------------------------------------------
+def clean_key(key: str) -> str:
+    """Drop wrapper segments (``_forward_module.``, ``_orig_mod.`` ...) and leading ``module.``."""
+    for seg in _WRAPPER_SEGMENTS:
+        key = key.replace(seg, "")
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _LEADING_PREFIXES:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().to("cpu", torch.float32) if t.is_floating_point() else t.detach().cpu()
+
+
+def split_module_state(sd: dict, where: str) -> tuple[StateDict, StateDict]:
+    """LightningModule state dict (``encoder.*``, ``predictor.*``, possibly wrapped) -> (encoder,
+    predictor) state dicts in our layout, fp32. Any other key is an error."""
+    enc, pred, other = {}, {}, []
+    for key, value in sd.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        k = clean_key(key)
+        if k.startswith("encoder."):
+            enc[k[len("encoder."):]] = _fp32(value)
+        elif k.startswith("predictor."):
+            pred[k[len("predictor."):]] = _fp32(value)
+        else:
+            other.append(key)
+    if other:
+        raise CheckpointError(f"{where}: {len(other)} weights belong to neither encoder nor predictor: {other[:6]}")
+    if not enc or not pred:
+        raise CheckpointError(f"{where}: expected encoder.* and predictor.* weights, found "
+                              f"{len(enc)} encoder and {len(pred)} predictor tensors")
+    return enc, pred
+
+
+def _config_and_target(obj: dict, where: str) -> tuple[object, StateDict, int | None]:
+    from ..config import ConfigError, config_from_dict
+
+    meta = obj.get("vjepa")
+    target = obj.get("target_encoder")
+    if not isinstance(target, dict) or not target:
+        raise CheckpointError(f"{where}: no 'target_encoder' entry: not a checkpoint written by vjepa pretrain "
+                              f"(top-level keys: {sorted(map(str, obj))[:10]})")
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{where}: no 'vjepa' entry with the training config: not a checkpoint written by "
+                              "vjepa pretrain")
+    version = meta.get("format_version")
+    if version != TRAINING_FORMAT_VERSION:
+        raise CheckpointError(f"{where}: training checkpoint format_version {version!r}; this version of "
+                              f"vjepa_pipeline reads {TRAINING_FORMAT_VERSION}")
+    try:
+        cfg = config_from_dict(meta["config"], validate=False, source=f"{where} (stored config)")
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    target_sd = {clean_key(k): _fp32(v) for k, v in target.items() if isinstance(v, torch.Tensor)}
+    step = obj.get("global_step", obj.get("global_steps"))
+    return cfg, target_sd, int(step) if isinstance(step, int) else None
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
+    """Read a training checkpoint (anything ``resolve_checkpoint`` accepts) into fp32 CPU state dicts."""
+    ckpt = resolve_checkpoint(path)
+    if ckpt.is_dir():
+        return _load_deepspeed(ckpt)
+    obj = safe_torch_load(ckpt)
+    if not isinstance(obj.get("state_dict"), dict):
+        raise CheckpointError(f"{ckpt}: no 'state_dict' entry: not a Lightning training checkpoint "
+                              f"(top-level keys: {sorted(map(str, obj))[:10]}); for an exported or official "
+                              "file use vjepa_pipeline.checkpoint.interop.load_part")
+    cfg, target, step = _config_and_target(obj, str(ckpt))
+    enc, pred = split_module_state(obj["state_dict"], str(ckpt))
+    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="lightning")
+
+
+def _load_deepspeed(ckpt: Path) -> TrainingCheckpoint:
+    tag = _deepspeed_tag(ckpt)
+    tag_dir = ckpt / tag
+    states = [tag_dir / n for n in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_model_states.pt")
+              if (tag_dir / n).is_file()]
+    if not states:
+        raise CheckpointError(f"{tag_dir}: no mp_rank_00_model_states.pt (DeepSpeed model states)")
+    client = safe_torch_load(states[0])
+    cfg, target, step = _config_and_target(client, str(states[0]))
+    optim_files = sorted(tag_dir.glob("*_optim_states.pt"))
+    if not optim_files:
+        raise CheckpointError(f"{tag_dir}: no *_optim_states.pt: the fp32 master weights of the encoder and "
+                              "predictor are missing (a DeepSpeed checkpoint saved without optimizer states?)")
+    # DeepSpeed's converter unpickles with weights_only=False: vet every file it will open first.
+    for f in sorted(tag_dir.glob("*_model_states.pt")) + optim_files:
+        _refuse_unknown(f, _unsafe_globals(f))
+    try:
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+    except ImportError as exc:
+        raise CheckpointError(f"{ckpt}: reading a DeepSpeed checkpoint needs the deepspeed package ({exc})") from None
+    sink = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            sd = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=tag)
+    except Exception as exc:  # FileNotFoundError / ValueError for incomplete or mixed shards
+        raise CheckpointError(f"{ckpt}: DeepSpeed could not consolidate the fp32 weights ({type(exc).__name__}: "
+                              f"{_first_line(exc)})") from None
+    enc, pred = split_module_state(sd, str(ckpt))
+    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="deepspeed")
+
+
+# ---- export ----------------------------------------------------------------------------------
+def check_request(what: str, fmt: str) -> None:
+    """Raise ValueError (one line) for an unknown or unsupported ``what`` / ``fmt`` combination."""
+    if what not in WHATS:
+        raise ValueError(f"what must be one of {', '.join(WHATS)}; got {what!r}")
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {', '.join(FORMATS)}; got {fmt!r}")
+    if fmt == "official" and what == "predictor":
+        raise ValueError("the official format holds whole models (encoder, predictor, target_encoder): use "
+                         "--what all, or --format native for the predictor alone")
+    if fmt == "hf" and what in ("all", "predictor"):
+        raise ValueError(f"a Hugging Face VJEPA2Model holds one encoder and the predictor: use --what "
+                         f"target_encoder (default) or encoder, not {what}")
+
+
+def _params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_modules(ckpt: TrainingCheckpoint) -> dict[str, nn.Module]:
+    """encoder / predictor / target_encoder modules built from the stored config, loaded strictly."""
+    from ..models.build import build_encoder, build_predictor
+    from .interop import load_state_strict
+
+    cfg = ckpt.config
+    frames, crop = cfg.data.num_frames, cfg.data.crop_size
+    modules = {"encoder": build_encoder(cfg.model, frames, crop), "predictor": build_predictor(cfg.model, frames, crop),
+               "target_encoder": build_encoder(cfg.model, frames, crop)}
+    for name, sd in (("encoder", ckpt.encoder_sd), ("predictor", ckpt.predictor_sd), ("target_encoder", ckpt.target_sd)):
+        load_state_strict(modules[name], sd, what=name)
+        modules[name].eval()
+    return modules
+
+
+def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt: str = "native",
+           verbose: bool = False) -> ExportResult:
+    """Export ``what`` from the training checkpoint at ``path`` to ``out`` in format ``fmt``.
+
+    ``out`` is a file for native / official and a directory for hf. See the module docstring for
+    what each format holds. Raises ValueError for an unsupported request, CheckpointError for a
+    checkpoint that cannot be read or does not match its config."""
+    from ..config import config_to_dict
+    from .interop import save_hf, save_native, save_official
+
+    check_request(what, fmt)
+    out = Path(out)
+    if fmt in ("native", "official") and out.is_dir():
+        raise CheckpointError(f"{out}: is a directory; --format {fmt} writes one file (give a file name)")
+    if fmt == "hf" and out.is_file():
+        raise CheckpointError(f"{out}: is a file; --format hf writes a directory")
+    ckpt = load_training_checkpoint(path)
+    cfg = ckpt.config
+    if fmt == "hf" and cfg.model.pos_embed != "rope":
+        raise CheckpointError(f"{ckpt.source}: this model uses model.pos_embed={cfg.model.pos_embed} (V-JEPA 1 "
+                              "sin-cos positions); Hugging Face VJEPA2 supports RoPE models only: use --format "
+                              "native or official")
+    modules = build_modules(ckpt)
+    chosen = modules["encoder" if what == "encoder" else "target_encoder"]
+    if fmt == "native":
+        names = ("encoder", "predictor", "target_encoder") if what == "all" else (what,)
+        parts = {n: modules[n] for n in names}
+        extra = {"step": ckpt.step, "exported_from": str(ckpt.source)}
+        save_native(out, parts, config=config_to_dict(cfg), **extra)
+    elif fmt == "official":
+        if what == "all":
+            parts = {n: modules[n] for n in ("encoder", "predictor", "target_encoder")}
+        else:
+            parts = {"encoder": chosen, "predictor": modules["predictor"], "target_encoder": chosen}
+        save_official(out, parts)
+    else:
+        save_hf(out, chosen, modules["predictor"], cfg.data.num_frames, cfg.data.crop_size)
+        parts = {"encoder": chosen, "predictor": modules["predictor"]}
+    # label aliased entries (official / hf files holding the target under the name 'encoder')
+    chosen_name = "encoder" if what == "encoder" else "target_encoder"
+    params = {(f"{n} (= {chosen_name})" if m is chosen and n != chosen_name else n): _params(m)
+              for n, m in parts.items()}
+    result = ExportResult(out=out, fmt=fmt, what=what, step=ckpt.step, source=ckpt.source, kind=ckpt.kind,
+                          params=params)
+    if verbose:
+        print(result.summary())
+    return result
+
+
+__all__ = ["ALLOWED_GLOBALS", "ExportResult", "TrainingCheckpoint", "build_modules", "check_request", "clean_key",
+           "export", "load_training_checkpoint", "resolve_checkpoint", "safe_torch_load", "split_module_state"]

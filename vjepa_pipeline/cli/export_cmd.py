@@ -1,0 +1,67 @@
+"""``vjepa export``: training checkpoint -> standalone weights (native, official or Hugging Face)."""
+
+from __future__ import annotations
+
+HELP = """\
+Export weights from a `vjepa pretrain` checkpoint to a standalone file, fp32 on CPU.
+
+<run_or_ckpt> is a run directory (its `last` checkpoint is used), a checkpoints/step_* directory,
+a model.ckpt file, or a DeepSpeed model.ckpt directory (the trainable weights then come from the
+fp32 ZeRO master copy, the target encoder from its own fp32 copy).
+
+--what (default target_encoder: the EMA encoder used for frozen evaluation)
+  target_encoder | encoder (the context encoder) | predictor | all
+
+--format
+  native    our file: the chosen part(s), the training config and step. Read it back with
+            vjepa_pipeline.checkpoint.interop.load_part(path, module, part).
+  official  the official V-JEPA layout (module.backbone.-prefixed 'encoder', 'predictor',
+            'target_encoder'). With --what target_encoder or encoder the chosen encoder is
+            written under BOTH 'encoder' and 'target_encoder' (official eval scripts read
+            'target_encoder'); --what all writes the three real parts. No --what predictor.
+  hf        a directory for transformers' VJEPA2Model.from_pretrained (config.json +
+            model.safetensors): the chosen encoder plus the predictor. RoPE models only;
+            --what target_encoder or encoder.
+
+--out is a file for native / official and a directory for hf; an existing export is replaced.
+
+examples:
+  vjepa export runs/debug --out debug_target.pt
+  vjepa export runs/vitl16 --format official --what all --out vitl16_official.pt
+  vjepa export runs/vitl16/checkpoints/step_0000090000 --format hf --out hf/vitl16
+
+Exit codes: 0 success, 2 usage error, 1 unreadable or mismatched checkpoint.
+"""
+
+
+# Same as vjepa_pipeline.checkpoint.export.WHATS / FORMATS (repeated so `vjepa --help` does not import torch).
+WHATS = ("target_encoder", "encoder", "predictor", "all")
+FORMATS = ("native", "official", "hf")
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("export", help="export a training checkpoint to native / official / Hugging Face weights",
+                       description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("checkpoint", metavar="run_or_ckpt",
+                   help="run directory, checkpoints/step_* directory, model.ckpt file or DeepSpeed directory")
+    p.add_argument("--what", choices=WHATS, default="target_encoder",
+                   help="which weights to export (default: target_encoder)")
+    p.add_argument("--format", dest="fmt", choices=FORMATS, default="native",
+                   help="output format (default: native)")
+    p.add_argument("--out", required=True, help="output file (native, official) or directory (hf)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..checkpoint.export import check_request, export
+    from .main import UsageError
+
+    try:
+        check_request(args.what, args.fmt)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    result = export(args.checkpoint, args.out, what=args.what, fmt=args.fmt)
+    print(result.summary())
+    return 0

@@ -1,0 +1,40 @@
+"""``vjepa pretrain``: V-JEPA pretraining under Lightning, resumable from the run directory."""
+
+from __future__ import annotations
+
+import sys
+
+from .common import DEFAULT_RECIPE, add_config_args, load
+
+HELP = """\
+Pretrain with the V-JEPA objective. The run directory is <train.run_dir>/<name>/ (config.yaml,
+checkpoints/, last, metrics.jsonl, wandb_id). Re-running the same command resumes from `last`.
+
+examples:
+  vjepa pretrain --config configs/pretrain/debug.yaml
+  vjepa pretrain --config configs/pretrain/vjepa_vitl16.yaml data.path=/data/k400 train.devices=8
+"""
+
+
+def register(sub) -> None:
+    import argparse
+
+    p = sub.add_parser("pretrain", help="V-JEPA pretraining (Lightning; DDP / FSDP / DeepSpeed)", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(p, default=DEFAULT_RECIPE)
+    p.add_argument("--no-progress", action="store_true", help="plain log lines instead of a progress bar")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..train.module import TrainingStopped
+    from ..train.pretrain import pretrain
+
+    cfg = load(args)
+    try:
+        summary = pretrain(cfg, progress=False if args.no_progress else None)
+    except TrainingStopped as exc:
+        print(f"vjepa pretrain: stopped: {exc}", file=sys.stderr)
+        return 1
+    print(f"done: step {summary['global_step']} in {summary['run_dir']} (last checkpoint: {summary['last_checkpoint']})")
+    return 0

@@ -1,0 +1,69 @@
+"""Training data for Lightning: the streaming loader (shards / file list) or generated clips, with
+the per-rank stream state that makes resumes exact."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from ..data.loader import StreamState, build_train_stream, make_dataloader
+from ..data.synthetic import SyntheticClips
+
+
+class SyntheticStream(IterableDataset):
+    """Generated clips with the same batch layout and stream bookkeeping as ClipStream: batch for
+    step g on rank r is a pure function of (seed, r, g)."""
+
+    def __init__(self, data_cfg, rank: int, batches_per_epoch: int):
+        self.cfg, self.rank, self.batches_per_epoch = data_cfg, rank, batches_per_epoch
+        self.clips = SyntheticClips(data_cfg.num_frames, data_cfg.crop_size, seed=data_cfg.seed * 1000 + rank)
+        self.step = 0
+
+    def set_position(self, step: int, resume: dict | None = None) -> None:
+        self.step = step
+
+    def __iter__(self):
+        epoch = self.step // self.batches_per_epoch
+        for g in range(self.step, (epoch + 1) * self.batches_per_epoch):
+            clips = self.clips.batch(g, self.cfg.batch_size)
+            yield {"clips": clips, "labels": torch.full((clips.shape[0],), -1, dtype=torch.long),
+                   "keys": [f"synthetic-{g}-{i}" for i in range(clips.shape[0])],
+                   "stream": {"step": g, "role": 0, "epoch": epoch, "consumed": g + 1, "attempts": g + 1,
+                              "failures": {}}}
+
+
+class JEPAData(L.LightningDataModule):
+    """Builds this rank's stream in ``setup`` and a fresh DataLoader each epoch, positioned at the
+    next micro-batch to train (Lightning is told to reload dataloaders every epoch)."""
+
+    def __init__(self, cfg, module, resume_dir: Path | None = None):
+        super().__init__()
+        self.cfg, self.module, self.resume_dir = cfg, module, resume_dir
+        self.stream = None
+
+    def setup(self, stage: str) -> None:
+        rank, world = self.trainer.global_rank, self.trainer.world_size
+        d = self.cfg.data
+        if d.source == "synthetic":
+            self.stream = SyntheticStream(d, rank, d.batches_per_epoch or 1000)
+            workers = 0
+        else:
+            self.stream = build_train_stream(d, rank, world)
+            workers = d.num_workers
+        state = StreamState(world, max(1, workers), d.seed)
+        if self.resume_dir is not None:
+            path = self.resume_dir / "data_state" / f"rank_{rank}.json"
+            if path.exists():
+                state.load_state_dict(json.loads(path.read_text()), reseed=d.reseed_on_world_size_change)
+        self.module.data_state = state
+
+    def train_dataloader(self) -> DataLoader:
+        step, roles = self.module.data_state.position()
+        self.stream.set_position(step, roles)
+        if isinstance(self.stream, SyntheticStream):
+            return DataLoader(self.stream, batch_size=None, num_workers=0)
+        return make_dataloader(self.stream)

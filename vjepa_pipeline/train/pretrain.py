@@ -1,0 +1,142 @@
+"""`vjepa pretrain`: the run directory, strategy selection and the Lightning Trainer.
+
+Re-running the same command resumes from ``runs/<name>/last``: weights, optimizer, EMA target,
+schedules (functions of the optimizer step), masks (functions of the data step) and each rank's
+loader stream continue where they stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+from ..config import ConfigError, config_from_dict, config_to_dict, dump_config
+from .checkpointing import RunCheckpointer, read_last
+
+# Keys that may change between the first run and a resume (the run stays the same run).
+RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
+                     "train.keep_last", "logging.", "launch.", "data.num_workers", "train.nan_policy",
+                     "train.max_nan_skips", "data.path", "data.reseed_on_world_size_change")
+
+
+def run_dir_of(cfg) -> Path:
+    return Path(cfg.train.run_dir) / cfg.name
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_resume_config(run_dir: Path, cfg) -> None:
+    """A run directory belongs to one configuration: refuse a resume with other settings."""
+    saved_path = run_dir / "config.yaml"
+    if not saved_path.exists():
+        return
+    import yaml
+
+    saved = _flatten(config_to_dict(config_from_dict(yaml.safe_load(saved_path.read_text()))))
+    new = _flatten(config_to_dict(cfg))
+    changed = [k for k in sorted(set(saved) | set(new)) if saved.get(k) != new.get(k)
+               and not any(k == a or (a.endswith(".") and k.startswith(a)) for a in RESUMABLE_CHANGES)]
+    if changed:
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
+        raise ConfigError(f"{run_dir} was started with other settings ({diffs}). Use another name= for a new "
+                          f"run, or restore the original settings to resume")
+
+
+def strategy_for(cfg, use_gpu: bool):
+    """The Lightning strategy object for ``train.strategy`` on this machine."""
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, FSDPStrategy
+
+    t = cfg.train
+    world = t.devices * t.num_nodes
+    name = t.strategy
+    if name.startswith("deepspeed"):
+        stage = int(name[-1])
+        if not use_gpu:
+            raise ConfigError(f"train.strategy={name}: Lightning's DeepSpeed strategy needs CUDA GPUs and none is "
+                              "available here. Use train.strategy=ddp (gloo on CPU) or train.strategy=fsdp")
+        if stage == 3:
+            raise ConfigError("train.strategy=deepspeed_stage_3 needs a shard-local EMA of the target encoder, "
+                              "which is not implemented yet; use deepspeed_stage_2 or fsdp")
+        return DeepSpeedStrategy(stage=stage)
+    if name == "fsdp":
+        return FSDPStrategy()
+    if name == "ddp" or (name == "auto" and world > 1):
+        return DDPStrategy(process_group_backend="nccl" if use_gpu else "gloo")
+    return "auto"
+
+
+def is_interactive() -> bool:
+    return sys.stdout.isatty() and "SLURM_JOB_ID" not in os.environ
+
+
+def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
+    """Train ``cfg``; returns a small summary. Resumes automatically from the run directory."""
+    import lightning as L
+
+    from .data import JEPAData
+    from .metrics import MetricsCallback
+    from .module import JEPAModule
+
+    use_gpu = torch.cuda.is_available() and cfg.train.accelerator != "cpu"
+    if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
+        raise ConfigError("train.accelerator=gpu but CUDA is not available; use train.accelerator=auto or cpu")
+    precision = cfg.train.precision
+    if not use_gpu and precision != "32":
+        warnings.warn(f"train.precision={precision} needs a GPU; training in fp32 on the CPU", stacklevel=2)
+        precision = "32"
+    strategy = strategy_for(cfg, use_gpu)
+    run_dir = run_dir_of(cfg)
+    check_resume_config(run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dump_config(cfg, run_dir / "config.yaml")
+    last = read_last(run_dir)
+    interactive = is_interactive() if progress is None else progress
+
+    module = JEPAModule(cfg, last_checkpoint=str(last) if last else None)
+    data = JEPAData(cfg, module, resume_dir=last)
+    t = cfg.train
+    callbacks = [
+        RunCheckpointer(run_dir, t.checkpoint_every_steps, t.checkpoint_every_minutes, t.keep_last),
+        MetricsCallback(run_dir, cfg.logging.log_every_steps, t.stats_every_steps,
+                        wandb_cfg={"mode": cfg.logging.wandb_mode, "project": cfg.logging.wandb_project,
+                                   "entity": cfg.logging.wandb_entity, "name": cfg.name,
+                                   "config": config_to_dict(cfg)},
+                        world_size=t.devices * t.num_nodes, precision=precision, interactive=interactive,
+                        rankme_threshold=t.collapse_rankme_threshold),
+        *extra_callbacks,
+    ]
+    trainer = L.Trainer(
+        accelerator="gpu" if use_gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+        precision=precision, max_steps=t.max_steps, max_epochs=-1, accumulate_grad_batches=t.accumulate_grad_batches,
+        gradient_clip_val=cfg.optim.clip_grad, gradient_clip_algorithm="norm", logger=False,
+        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=interactive,
+        num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+        callbacks=callbacks, default_root_dir=str(run_dir),
+    )
+    if t.compile:
+        module.encoder = torch.compile(module.encoder)
+        module.predictor = torch.compile(module.predictor)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+        ckpt = str(last / "model.ckpt") if last else None
+        # Our checkpoints hold tensors, numbers and strings only: load them weights-only. DeepSpeed
+        # directories carry DeepSpeed's own objects and are read by DeepSpeed.
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt,
+                    weights_only=None if ckpt is None or Path(ckpt).is_dir() else True)
+    final = read_last(run_dir)
+    return {"run_dir": str(run_dir), "global_step": trainer.global_step,
+            "last_checkpoint": str(final) if final else None, "resumed_from": str(last) if last else None}
