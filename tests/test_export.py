@@ -174,7 +174,8 @@ def test_native_export_reloads_exactly(source, tmp_path, what):
     assert sorted(k for k in ("encoder", "predictor", "target_encoder") if k in stored) == expected
     x = random_clip(cfg, seed=1)
     for part in expected:
-        src = {"encoder": source["enc"], "predictor": source["pred"], "target_encoder": source["target"]}[part]
+        src = {"encoder": source["enc"], "predictor": source["pred"],
+               "target_encoder": source["target"]}[part]
         loaded = load_part(out, fresh(cfg, part), part)
         assert same_weights(loaded, src)
         if part != "predictor":
@@ -244,11 +245,13 @@ def test_hf_export_matches_the_source_encoder(source, tmp_path, transformers, wh
     assert same_weights(load_part(out, fresh(cfg, "predictor"), "predictor"), source["pred"])
     n = ours.shape[1]
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))
-    ctx, tgt = perm[: n // 2].expand(2, -1).contiguous(), perm[n // 2: n // 2 + n // 4].expand(2, -1).contiguous()
+    ctx = perm[: n // 2].expand(2, -1).contiguous()
+    tgt = perm[n // 2: n // 2 + n // 4].expand(2, -1).contiguous()
     with torch.no_grad():
         hf_pred = model(pixel_values_videos=x.permute(0, 2, 1, 3, 4), context_mask=[ctx],
                         target_mask=[tgt]).predictor_output.last_hidden_state
-        grid = (cfg.data.num_frames // cfg.model.tubelet_size,) + (cfg.data.crop_size // cfg.model.patch_size,) * 2
+        side = cfg.data.crop_size // cfg.model.patch_size
+        grid = (cfg.data.num_frames // cfg.model.tubelet_size, side, side)
         candidates = [source["pred"](gather_tokens(ours, ctx), ctx, tgt, grid, mask_index=i)
                       for i in range(len(source["pred"].mask_tokens))]
     assert min((hf_pred - c).abs().max().item() for c in candidates) <= 1e-5
@@ -267,7 +270,8 @@ def test_hf_export_of_a_sincos_model_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- key handling and safety
 def test_wrapper_prefixes_are_stripped(tmp_path):
     """Lightning < 2 wrapped the module in `_forward_module`; torch.compile adds `_orig_mod`."""
-    assert clean_key("_forward_module.encoder._orig_mod.blocks.0.norm1.weight") == "encoder.blocks.0.norm1.weight"
+    key = "_forward_module.encoder._orig_mod.blocks.0.norm1.weight"
+    assert clean_key(key) == "encoder.blocks.0.norm1.weight"
     assert clean_key("module.predictor.mask_tokens.0") == "predictor.mask_tokens.0"
     cfg = debug_cfg()
     enc, pred, target = build_parts(cfg, seed=7)
@@ -410,8 +414,8 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
                           str(tmp_path / "x.pt")], capture_output=True, text=True, env=env, timeout=120)
     assert out.returncode == 1
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
-    help_out = subprocess.run([sys.executable, "-m", "vjepa_pipeline", "export", "--help"], capture_output=True,
-                              text=True, env=env, timeout=120)
+    help_out = subprocess.run([sys.executable, "-m", "vjepa_pipeline", "export", "--help"],
+                              capture_output=True, text=True, env=env, timeout=120)
     assert help_out.returncode == 0 and "target_encoder" in help_out.stdout and "official" in help_out.stdout
 
 
@@ -428,7 +432,8 @@ def test_export_from_a_real_pretrain_run(tmp_path):
         def on_train_end(self, trainer, pl_module):
             self.module = pl_module
 
-    cfg = debug_cfg("train.max_steps=3", "train.checkpoint_every_steps=3", f"train.run_dir={tmp_path / 'runs'}")
+    cfg = debug_cfg("train.max_steps=3", "train.checkpoint_every_steps=3",
+                    f"train.run_dir={tmp_path / 'runs'}")
     keep = Keep()
     summary = pretrain(cfg, extra_callbacks=[keep], progress=False)
     assert summary["global_step"] == 3
@@ -485,7 +490,8 @@ DEEPSPEED_SCRIPT = textwrap.dedent('''
     h = model.encoder(x)
     n = h.shape[1]
     ctx, tgt = torch.arange(n // 2)[None], torch.arange(n // 2, n)[None]
-    grid = (cfg.data.num_frames // cfg.model.tubelet_size,) + (cfg.data.crop_size // cfg.model.patch_size,) * 2
+    side = cfg.data.crop_size // cfg.model.patch_size
+    grid = (cfg.data.num_frames // cfg.model.tubelet_size, side, side)
     p = model.predictor(h[:, : n // 2], ctx, tgt, grid, mask_index=0)
     loss = p.float().abs().mean()
     engine.backward(loss)
@@ -517,8 +523,8 @@ def test_export_from_a_deepspeed_zero2_checkpoint(tmp_path):
     the fp32 ZeRO shards and the target from the fp32 client-state copy."""
     pytest.importorskip("deepspeed")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": "", "DS_ACCELERATOR": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", DEEPSPEED_SCRIPT, str(tmp_path), str(free_port()), str(DEBUG)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    args = [sys.executable, "-c", DEEPSPEED_SCRIPT, str(tmp_path), str(free_port()), str(DEBUG)]
+    proc = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ds_dir = tmp_path / "model.ckpt"
     assert (ds_dir / "latest").read_text().strip() == "checkpoint"
@@ -558,7 +564,27 @@ def test_deepspeed_directory_without_client_state_is_refused(tmp_path):
     tag = tmp_path / "model.ckpt" / "checkpoint"
     tag.mkdir(parents=True)
     (tmp_path / "model.ckpt" / "latest").write_text("checkpoint")
-    torch.save({"module": {"encoder.x": torch.zeros(1)}, "global_steps": 3}, tag / "mp_rank_00_model_states.pt")
+    states = {"module": {"encoder.x": torch.zeros(1)}, "global_steps": 3}
+    torch.save(states, tag / "mp_rank_00_model_states.pt")
     assert resolve_checkpoint(tmp_path) == tmp_path / "model.ckpt"
     with pytest.raises(CheckpointError, match="no 'target_encoder' entry"):
         load_training_checkpoint(tmp_path)
+
+
+def test_deepspeed_shards_are_vetted_before_deepspeed_unpickles_them(tmp_path):
+    """DeepSpeed's converter loads with weights_only=False: a shard referencing any other global is
+    refused before it runs."""
+    cfg = debug_cfg()
+    enc, pred, target = build_parts(cfg, seed=12)
+    tag = tmp_path / "model.ckpt" / "checkpoint"
+    tag.mkdir(parents=True)
+    (tmp_path / "model.ckpt" / "latest").write_text("checkpoint")
+    client = lightning_checkpoint(cfg, enc, pred, target)
+    module = client.pop("state_dict")
+    client.pop("optimizer_states")
+    torch.save({"module": module, "buffer_names": [], **client}, tag / "mp_rank_00_model_states.pt")
+    optim = {"optimizer_state_dict": {"loss_scaler": Payload()}}
+    torch.save(optim, tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    with pytest.raises(CheckpointError, match=r"optim_states\.pt: holds pickled objects .*Payload"):
+        load_training_checkpoint(tmp_path)
+    assert not Payload.built

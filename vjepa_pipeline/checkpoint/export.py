@@ -165,7 +165,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"{path}: a checkpoints folder; pass its run directory or one of "
                               f"{', '.join(steps[-3:])}")
     raise CheckpointError(f"{path}: not a checkpoint: expected a run directory (with 'last'), a "
-                          "checkpoints/step_* directory, a model.ckpt file or a DeepSpeed checkpoint directory")
+                          "checkpoints/step_* directory, a model.ckpt file or a DeepSpeed checkpoint "
+                          "directory")
 
 
 # ---- safe reading ----------------------------------------------------------------------------
@@ -186,7 +187,8 @@ def _first_line(exc: BaseException) -> str:
 def _refuse_unknown(path: Path, names: list[str]) -> None:
     unknown = sorted(n for n in names if n not in ALLOWED_GLOBALS)
     if unknown:
-        raise CheckpointError(f"{path}: holds pickled objects of types not accepted for safety: {unknown[:6]}; "
+        raise CheckpointError(f"{path}: holds pickled objects of types not accepted for safety: "
+                              f"{unknown[:6]}; "
                               "only tensors, containers and the types in "
                               "vjepa_pipeline.checkpoint.export.ALLOWED_GLOBALS are read")
 
@@ -252,7 +254,8 @@ def split_module_state(sd: dict, where: str) -> tuple[StateDict, StateDict]:
         else:
             other.append(key)
     if other:
-        raise CheckpointError(f"{where}: {len(other)} weights belong to neither encoder nor predictor: {other[:6]}")
+        raise CheckpointError(f"{where}: {len(other)} weights belong to neither encoder nor predictor: "
+                              f"{other[:6]}")
     if not enc or not pred:
         raise CheckpointError(f"{where}: expected encoder.* and predictor.* weights, found "
                               f"{len(enc)} encoder and {len(pred)} predictor tensors")
@@ -265,11 +268,11 @@ def _config_and_target(obj: dict, where: str) -> tuple[object, StateDict, int | 
     meta = obj.get("vjepa")
     target = obj.get("target_encoder")
     if not isinstance(target, dict) or not target:
-        raise CheckpointError(f"{where}: no 'target_encoder' entry: not a checkpoint written by vjepa pretrain "
-                              f"(top-level keys: {sorted(map(str, obj))[:10]})")
+        raise CheckpointError(f"{where}: no 'target_encoder' entry: not a checkpoint written by vjepa "
+                              f"pretrain (top-level keys: {sorted(map(str, obj))[:10]})")
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-        raise CheckpointError(f"{where}: no 'vjepa' entry with the training config: not a checkpoint written by "
-                              "vjepa pretrain")
+        raise CheckpointError(f"{where}: no 'vjepa' entry with the training config: not a checkpoint "
+                              "written by vjepa pretrain")
     version = meta.get("format_version")
     if version != TRAINING_FORMAT_VERSION:
         raise CheckpointError(f"{where}: training checkpoint format_version {version!r}; this version of "
@@ -310,22 +313,24 @@ def _load_deepspeed(ckpt: Path) -> TrainingCheckpoint:
     cfg, target, step = _config_and_target(client, str(states[0]))
     optim_files = sorted(tag_dir.glob("*_optim_states.pt"))
     if not optim_files:
-        raise CheckpointError(f"{tag_dir}: no *_optim_states.pt: the fp32 master weights of the encoder and "
-                              "predictor are missing (a DeepSpeed checkpoint saved without optimizer states?)")
+        raise CheckpointError(f"{tag_dir}: no *_optim_states.pt: the fp32 master weights of the encoder "
+                              "and predictor are missing (a DeepSpeed checkpoint saved without optimizer "
+                              "states?)")
     # DeepSpeed's converter unpickles with weights_only=False: vet every file it will open first.
     for f in sorted(tag_dir.glob("*_model_states.pt")) + optim_files:
         _refuse_unknown(f, _unsafe_globals(f))
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     except ImportError as exc:
-        raise CheckpointError(f"{ckpt}: reading a DeepSpeed checkpoint needs the deepspeed package ({exc})") from None
+        raise CheckpointError(f"{ckpt}: reading a DeepSpeed checkpoint needs the deepspeed package "
+                              f"({exc})") from None
     sink = io.StringIO()
     try:
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             sd = get_fp32_state_dict_from_zero_checkpoint(str(ckpt), tag=tag)
     except Exception as exc:  # FileNotFoundError / ValueError for incomplete or mixed shards
-        raise CheckpointError(f"{ckpt}: DeepSpeed could not consolidate the fp32 weights ({type(exc).__name__}: "
-                              f"{_first_line(exc)})") from None
+        raise CheckpointError(f"{ckpt}: DeepSpeed could not consolidate the fp32 weights "
+                              f"({type(exc).__name__}: {_first_line(exc)})") from None
     enc, pred = split_module_state(sd, str(ckpt))
     return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="deepspeed")
 
@@ -356,9 +361,11 @@ def build_modules(ckpt: TrainingCheckpoint) -> dict[str, nn.Module]:
 
     cfg = ckpt.config
     frames, crop = cfg.data.num_frames, cfg.data.crop_size
-    modules = {"encoder": build_encoder(cfg.model, frames, crop), "predictor": build_predictor(cfg.model, frames, crop),
+    modules = {"encoder": build_encoder(cfg.model, frames, crop),
+               "predictor": build_predictor(cfg.model, frames, crop),
                "target_encoder": build_encoder(cfg.model, frames, crop)}
-    for name, sd in (("encoder", ckpt.encoder_sd), ("predictor", ckpt.predictor_sd), ("target_encoder", ckpt.target_sd)):
+    states = {"encoder": ckpt.encoder_sd, "predictor": ckpt.predictor_sd, "target_encoder": ckpt.target_sd}
+    for name, sd in states.items():
         load_state_strict(modules[name], sd, what=name)
         modules[name].eval()
     return modules
@@ -383,9 +390,9 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
     ckpt = load_training_checkpoint(path)
     cfg = ckpt.config
     if fmt == "hf" and cfg.model.pos_embed != "rope":
-        raise CheckpointError(f"{ckpt.source}: this model uses model.pos_embed={cfg.model.pos_embed} (V-JEPA 1 "
-                              "sin-cos positions); Hugging Face VJEPA2 supports RoPE models only: use --format "
-                              "native or official")
+        raise CheckpointError(f"{ckpt.source}: this model uses model.pos_embed={cfg.model.pos_embed} "
+                              "(V-JEPA 1 sin-cos positions); Hugging Face VJEPA2 supports RoPE models only: "
+                              "use --format native or official")
     modules = build_modules(ckpt)
     chosen = modules["encoder" if what == "encoder" else "target_encoder"]
     if fmt == "native":
@@ -413,5 +420,6 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
     return result
 
 
-__all__ = ["ALLOWED_GLOBALS", "ExportResult", "TrainingCheckpoint", "build_modules", "check_request", "clean_key",
-           "export", "load_training_checkpoint", "resolve_checkpoint", "safe_torch_load", "split_module_state"]
+__all__ = ["ALLOWED_GLOBALS", "ExportResult", "TrainingCheckpoint", "build_modules", "check_request",
+           "clean_key", "export", "load_training_checkpoint", "resolve_checkpoint", "safe_torch_load",
+           "split_module_state"]

@@ -42,7 +42,7 @@ FORMATS = ("native", "official", "hf")
 def register(sub) -> None:
     import argparse
 
-    p = sub.add_parser("export", help="export a training checkpoint to native / official / Hugging Face weights",
+    p = sub.add_parser("export", help="training checkpoint -> native / official / Hugging Face weights",
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="run_or_ckpt",
                    help="run directory, checkpoints/step_* directory, model.ckpt file or DeepSpeed directory")
