@@ -441,3 +441,13 @@ def dump_config(cfg: Config, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def build_dataclass(data: Mapping[str, Any], cls: type, *, source: str | None = None) -> Any:
+    """Build any dataclass tree (e.g. an eval suite) from a plain dict with the same typing,
+    unknown-key suggestions and error format as the main config."""
+    errors: list[str] = []
+    obj = _build_dataclass(data, cls, "", errors)
+    if errors:
+        raise ConfigError(errors, source)
+    return obj

@@ -179,6 +179,9 @@ class LoggingConfig:
     wandb_project: str = "vjepa"  # wandb project name
     wandb_entity: str | None = None  # wandb team/user; None = wandb's default
     trace_sample_keys: bool = False  # write the sample keys each rank trains on to <run>/sample_keys/
+    probe_train: str | None = None  # small labelled shard set for in-training k-NN probes (None = off)
+    probe_val: str | None = None  # its evaluation split
+    probe_every_steps: int = 500  # run the in-training probe every N optimizer steps
 
 
 @dataclass

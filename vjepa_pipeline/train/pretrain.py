@@ -118,6 +118,11 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
                         rankme_threshold=t.collapse_rankme_threshold),
         *extra_callbacks,
     ]
+    if cfg.logging.probe_train and cfg.logging.probe_val:
+        from ..eval.callback import KNNProbeCallback
+
+        callbacks.append(KNNProbeCallback(cfg.data, cfg.logging.probe_train, cfg.logging.probe_val,
+                                          cfg.logging.probe_every_steps, run_dir))
     trainer = L.Trainer(
         accelerator="gpu" if use_gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
         precision=precision, max_steps=t.max_steps, max_epochs=-1, accumulate_grad_batches=t.accumulate_grad_batches,

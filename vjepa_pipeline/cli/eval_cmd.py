@@ -1,0 +1,52 @@
+"""``vjepa eval``: frozen-backbone evaluation suites (attentive / linear / k-NN probes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = """\
+Evaluate a frozen encoder on the datasets of a suite (eval/*.yaml): features of S segments x V
+views per video, a grid of probe heads (lr x wd) trained in one pass, the head chosen on a held-out
+part of the training split (or best on val when the suite asks, labelled optimistic), low-shot
+runs, then results.json, report.md, confusion-matrix and learning-curve PNGs and probe checkpoints.
+
+encoder sources: a run directory or checkpoint of `vjepa pretrain` (its EMA target encoder), a
+`vjepa export` file, an official V-JEPA / V-JEPA 2 checkpoint (describe the model with --model),
+or a Hugging Face VJEPA2 directory.
+
+examples:
+  vjepa eval --suite eval/k400.yaml --encoder runs/vitl16
+  vjepa eval --suite eval/ssv2.yaml --encoder vitl16.pth --model model.size=large model.pos_embed=sincos
+  vjepa eval --suite eval/k400.yaml --encoder runs/vitl16 --val-only      # re-evaluate saved probes
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="frozen-backbone evaluation suites", description=HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--suite", type=Path, required=True, help="suite YAML (see eval/)")
+    p.add_argument("--encoder", required=True, help="run dir, checkpoint, exported file or HF directory")
+    p.add_argument("--out", type=Path, help="report folder (default: eval_results/<suite name>)")
+    p.add_argument("--dataset", action="append", help="only this dataset of the suite (repeatable)")
+    p.add_argument("--val-only", action="store_true", help="re-evaluate the saved probes without training")
+    p.add_argument("--model", nargs="*", default=[], metavar="key=value",
+                   help="architecture of checkpoints that do not carry it (official files)")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..eval.runner import run_suite
+    from ..eval.suite import load_suite
+    from .main import UsageError
+
+    suite = load_suite(args.suite)
+    if args.dataset:
+        unknown = set(args.dataset) - {d.name for d in suite.datasets}
+        if unknown:
+            raise UsageError(f"--dataset {sorted(unknown)} not in the suite (has {[d.name for d in suite.datasets]})")
+    out = args.out or Path("eval_results") / suite.name
+    run_suite(suite, args.encoder, out, args.model, val_only=args.val_only, datasets=args.dataset, device=args.device)
+    print(f"report: {out / 'report.md'}")
+    return 0

@@ -1,0 +1,99 @@
+"""Run an evaluation suite on one frozen encoder: extract features per dataset, train the probe
+grid, pick a head by the stated rule, low-shot runs, save probes, write the report."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..utils.atomic import atomic_torch_save
+from .encoders import FrozenEncoder, LoadedEncoder, load_encoder
+from .features import eval_data_config, extract_split, label_names
+from .suite import SuiteConfig
+
+
+def _log(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def dataset_features(enc: LoadedEncoder, suite: SuiteConfig, ds, device: str, log=_log):
+    frozen = FrozenEncoder(enc.encoder.to(device), suite.layers)
+    data_cfg = eval_data_config(ds, suite)
+    train = extract_split(frozen, data_cfg, ds.train, ds.train_segments, ds.train_views, suite.feature_batch_size, device)
+    val = extract_split(frozen, data_cfg, ds.val, ds.segments, ds.views, suite.feature_batch_size, device)
+    clips = len(train) * ds.train_segments * ds.train_views + len(val) * ds.segments * ds.views
+    log(f"[{ds.name}] features: {len(train)} train / {len(val)} val videos ({train.failed + val.failed} failed), "
+        f"{clips / max(train.seconds + val.seconds, 1e-9):.1f} clips/s")
+    return train, val
+
+
+def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, device: str, val_only: bool = False,
+                     log=_log) -> dict:
+    from .grid import evaluate_head, train_probe_grid
+    from .lowshot import low_shot_indices, summarize
+
+    train, val = dataset_features(enc, suite, ds, device, log)
+    if len(val) == 0 or (len(train) == 0 and not val_only):
+        raise RuntimeError(f"[{ds.name}] no readable videos (train {len(train)}, val {len(val)}): check the paths")
+    names = label_names(ds.train, ds.num_classes)
+    num_classes = ds.num_classes or max(len(names), int(torch.cat([train.labels, val.labels]).max()) + 1)
+    names = names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+    probe_path = out_dir / "probes" / f"{ds.name}.pt"
+    protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
+                "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": ds.probe.kind,
+                **{k: v for k, v in dataclasses.asdict(ds.probe).items() if k != "kind"}}
+    t0 = time.perf_counter()
+    if val_only:
+        saved = torch.load(probe_path, map_location="cpu", weights_only=True)
+        result = evaluate_head(saved["head_state"], saved["head_config"], val.feats.float(), val.labels,
+                               ds.probe.segment_mode, num_classes)
+        entry = {"selected": saved.get("selected"), "selection_rule": saved.get("selection_rule")}
+    else:
+        result = train_probe_grid(train.feats.float(), train.labels, val.feats.float(), val.labels, num_classes,
+                                  ds.probe, seed=suite.seed, device=device)
+        atomic_torch_save({"head_state": result.head_state, "head_config": result.head_config,
+                           "selected": result.chosen, "selection_rule": result.selection_rule,
+                           "protocol": protocol, "encoder_fingerprint": enc.fingerprint}, probe_path)
+        entry = {"selected": result.chosen, "selection_rule": result.selection_rule, "grid": result.grid,
+                 "curves": result.curves, "probe_checkpoint": str(probe_path.relative_to(out_dir))}
+    log(f"[{ds.name}] top-1 {100 * result.top1:.1f}%  top-5 {100 * result.top5:.1f}%  "
+        f"({time.perf_counter() - t0:.1f} s probe{' re-evaluation' if val_only else ' grid'})")
+    low_shot = {}
+    if not val_only:
+        for k in ds.low_shot:
+            runs = []
+            for seed in ds.low_shot_seeds:
+                idx = low_shot_indices(train.labels, k, seed)
+                r = train_probe_grid(train.feats[idx].float(), train.labels[idx], val.feats.float(), val.labels,
+                                     num_classes, ds.probe, seed=seed, device=device)
+                runs.append(r.top1)
+            low_shot[str(k)] = summarize(runs)
+            log(f"[{ds.name}] {k}-shot: {100 * low_shot[str(k)]['mean']:.1f} +- {100 * low_shot[str(k)]['std']:.1f}%")
+    return {"protocol": protocol, "num_train": len(train), "num_val": len(val), "num_classes": num_classes,
+            "class_names": names, "failed_videos": train.failed + val.failed, "top1": result.top1, "top5": result.top5,
+            "mean_class_acc": result.mean_class_acc, "per_class": result.per_class, "confusion": result.confusion,
+            "low_shot": low_shot, **entry}
+
+
+def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, model_overrides: Sequence[str] = (),
+              val_only: bool = False, datasets: Sequence[str] | None = None, device: str | None = None,
+              encoder: LoadedEncoder | None = None, log=_log) -> dict:
+    from .report import write_all
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    out_dir = Path(out_dir)
+    enc = encoder or load_encoder(encoder_source, model_overrides)
+    log(f"encoder {enc.source} ({enc.kind}, {enc.params / 1e6:.2f}M params, {enc.fingerprint})")
+    chosen = [d for d in suite.datasets if datasets is None or d.name in datasets]
+    results = {"suite": suite.name, "created_by": "vjepa-pipeline",
+               "encoder": {"source": enc.source, "kind": enc.kind, "fingerprint": enc.fingerprint,
+                           "params": enc.params, "layers": list(suite.layers)},
+               "datasets": {}}
+    for ds in chosen:
+        results["datasets"][ds.name] = evaluate_dataset(enc, suite, ds, out_dir, device, val_only, log)
+    write_all(out_dir, results)
+    return results
