@@ -15,14 +15,21 @@ from .sources import expand_urls, file_list_items, file_samples, tar_samples
 
 
 def multi_view_clips(data: bytes, meta: dict | None, decoder, spec: ClipSpec, crop_size: int, segments: int,
-                     views: int) -> torch.Tensor:
-    """uint8 (segments, views, T, S, S, C) for one video; raises DecodeError."""
+                     views: int, single_frame: bool = False) -> torch.Tensor:
+    """uint8 (segments, views, T, S, S, C) for one video; raises DecodeError. ``single_frame``
+    replaces every clip by its middle frame repeated (a control that removes all motion)."""
     meta = meta or {}
     num_frames = meta.get("num_frames") or decoder.count_frames(data)
     clips = sample_eval_clips(num_frames, meta.get("fps"), spec, segments)
     frames_idx, positions = union_indices(clips)
     frames = torch.from_numpy(decoder.decode(data, frames_idx, num_frames))
-    return torch.stack([eval_views(frames[pos], crop_size, views) for pos in positions])
+    out = []
+    for pos in positions:
+        clip = frames[pos]
+        if single_frame:
+            clip = clip[len(pos) // 2].unsqueeze(0).expand_as(clip)
+        out.append(eval_views(clip, crop_size, views))
+    return torch.stack(out)
 
 
 class EvalVideos(IterableDataset):
@@ -30,8 +37,9 @@ class EvalVideos(IterableDataset):
     video of the source, split disjointly over ranks and workers (no resampling, no shuffling).
     Videos that fail are yielded as ``{"failed": reason, "key": ...}`` so callers count them."""
 
-    def __init__(self, data_cfg, path: str, segments: int = 1, views: int = 1, rank: int = 0, world_size: int = 1):
-        self.cfg, self.segments, self.views = data_cfg, segments, views
+    def __init__(self, data_cfg, path: str, segments: int = 1, views: int = 1, rank: int = 0, world_size: int = 1,
+                 single_frame: bool = False):
+        self.cfg, self.segments, self.views, self.single_frame = data_cfg, segments, views, single_frame
         self.rank, self.world_size = rank, world_size
         self.spec = ClipSpec(data_cfg.num_frames, data_cfg.frame_step, data_cfg.target_fps, 1, "pad")
         if data_cfg.source == "csv":
@@ -53,7 +61,7 @@ class EvalVideos(IterableDataset):
         for sample in samples:
             try:
                 views = multi_view_clips(sample["mp4"], sample["meta"], decoder, self.spec, self.cfg.crop_size,
-                                         self.segments, self.views)
+                                         self.segments, self.views, self.single_frame)
             except DecodeError as exc:
                 yield {"failed": f"decode: {exc.reason}", "key": sample["key"]}
                 continue

@@ -56,11 +56,11 @@ def label_names(path: str, num_classes: int | None) -> list[str]:
 
 @torch.no_grad()
 def extract_split(encoder: FrozenEncoder, data_cfg, path: str, segments: int, views: int, batch_clips: int,
-                  device: str, progress=None) -> SplitFeatures:
+                  device: str, progress=None, single_frame: bool = False) -> SplitFeatures:
     import time
 
     t0 = time.perf_counter()
-    ds = EvalVideos(data_cfg, path, segments, views)
+    ds = EvalVideos(data_cfg, path, segments, views, single_frame=single_frame)
     loader = DataLoader(ds, batch_size=None, num_workers=data_cfg.num_workers)
     items, failed = [], 0
     pending: list[tuple[str, int, torch.Tensor]] = []

@@ -16,6 +16,11 @@ from .features import eval_data_config, extract_split, label_names
 from .suite import SuiteConfig
 
 
+def _frac(percent):
+    """The probe code reports percentages; results.json stores fractions."""
+    return None if percent is None else percent / 100.0
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)
 
@@ -23,8 +28,10 @@ def _log(msg: str) -> None:
 def dataset_features(enc: LoadedEncoder, suite: SuiteConfig, ds, device: str, log=_log):
     frozen = FrozenEncoder(enc.encoder.to(device), suite.layers)
     data_cfg = eval_data_config(ds, suite)
-    train = extract_split(frozen, data_cfg, ds.train, ds.train_segments, ds.train_views, suite.feature_batch_size, device)
-    val = extract_split(frozen, data_cfg, ds.val, ds.segments, ds.views, suite.feature_batch_size, device)
+    train = extract_split(frozen, data_cfg, ds.train, ds.train_segments, ds.train_views, suite.feature_batch_size,
+                          device, single_frame=ds.single_frame)
+    val = extract_split(frozen, data_cfg, ds.val, ds.segments, ds.views, suite.feature_batch_size, device,
+                        single_frame=ds.single_frame)
     clips = len(train) * ds.train_segments * ds.train_views + len(val) * ds.segments * ds.views
     log(f"[{ds.name}] features: {len(train)} train / {len(val)} val videos ({train.failed + val.failed} failed), "
         f"{clips / max(train.seconds + val.seconds, 1e-9):.1f} clips/s")
@@ -49,33 +56,45 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
     t0 = time.perf_counter()
     if val_only:
         saved = torch.load(probe_path, map_location="cpu", weights_only=True)
-        result = evaluate_head(saved["head_state"], saved["head_config"], val.feats.float(), val.labels,
-                               ds.probe.segment_mode, num_classes)
+        metrics = evaluate_head(saved["head_state"], saved["head_config"], val.feats.float(), val.labels,
+                                ds.probe.segment_mode, device)
         entry = {"selected": saved.get("selected"), "selection_rule": saved.get("selection_rule")}
     else:
         result = train_probe_grid(train.feats.float(), train.labels, val.feats.float(), val.labels, num_classes,
                                   ds.probe, seed=suite.seed, device=device)
+        metrics = {"top1": result.top1, "top5": result.top5, "per_class": result.per_class,
+                   "mean_class_acc": result.mean_class_acc, "confusion": result.confusion}
         atomic_torch_save({"head_state": result.head_state, "head_config": result.head_config,
                            "selected": result.chosen, "selection_rule": result.selection_rule,
                            "protocol": protocol, "encoder_fingerprint": enc.fingerprint}, probe_path)
-        entry = {"selected": result.chosen, "selection_rule": result.selection_rule, "grid": result.grid,
-                 "curves": result.curves, "probe_checkpoint": str(probe_path.relative_to(out_dir))}
-    log(f"[{ds.name}] top-1 {100 * result.top1:.1f}%  top-5 {100 * result.top5:.1f}%  "
+        entry = {"selected": result.chosen, "selection_rule": result.selection_rule,
+                 "grid": [{k: _frac(v) if k.endswith("top1") else v for k, v in row.items()} for row in result.grid],
+                 "curves": {k: (v if k in ("epoch", "train_loss") else [[_frac(x) for x in row] for row in v])
+                            for k, v in result.curves.items()},
+                 "probe_checkpoint": str(probe_path.relative_to(out_dir))}
+    log(f"[{ds.name}] top-1 {metrics['top1']:.1f}%  top-5 {metrics['top5']:.1f}%  "
         f"({time.perf_counter() - t0:.1f} s probe{' re-evaluation' if val_only else ' grid'})")
     low_shot = {}
-    if not val_only:
+    if not val_only and ds.low_shot:
+        # k samples per class leave nothing to hold out: low-shot heads use the hyper-parameters
+        # selected on the full training split (no selection on val).
+        fixed = dataclasses.replace(ds.probe, selection="best_on_val")
+        settings = [(result.chosen["lr"], result.chosen["wd"])] if "lr" in result.chosen else None
         for k in ds.low_shot:
             runs = []
             for seed in ds.low_shot_seeds:
                 idx = low_shot_indices(train.labels, k, seed)
                 r = train_probe_grid(train.feats[idx].float(), train.labels[idx], val.feats.float(), val.labels,
-                                     num_classes, ds.probe, seed=seed, device=device)
-                runs.append(r.top1)
-            low_shot[str(k)] = summarize(runs)
+                                     num_classes, fixed, seed=seed, device=device, settings=settings)
+                runs.append(_frac(r.top1))
+            stats = summarize(runs)
+            low_shot[str(k)] = {"mean": stats["mean"], "std": stats["std"], "runs": stats["values"]}
             log(f"[{ds.name}] {k}-shot: {100 * low_shot[str(k)]['mean']:.1f} +- {100 * low_shot[str(k)]['std']:.1f}%")
+    result_fields = {"top1": _frac(metrics["top1"]), "top5": _frac(metrics["top5"]),
+                     "mean_class_acc": _frac(metrics["mean_class_acc"]),
+                     "per_class": [_frac(x) for x in metrics["per_class"]], "confusion": metrics["confusion"]}
     return {"protocol": protocol, "num_train": len(train), "num_val": len(val), "num_classes": num_classes,
-            "class_names": names, "failed_videos": train.failed + val.failed, "top1": result.top1, "top5": result.top5,
-            "mean_class_acc": result.mean_class_acc, "per_class": result.per_class, "confusion": result.confusion,
+            "class_names": names, "failed_videos": train.failed + val.failed, **result_fields,
             "low_shot": low_shot, **entry}
 
 

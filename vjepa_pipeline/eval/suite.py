@@ -48,6 +48,7 @@ class DatasetConfig:
     views: int = 1  # spatial crops per segment at test time (3 in the official protocols)
     train_segments: int = 1  # segments per video when extracting training features
     train_views: int = 1
+    single_frame: bool = False  # control: every clip is its middle frame repeated (no motion at all)
     low_shot: list[int] = field(default_factory=list)  # k samples per class; [] = full data only
     low_shot_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     probe: ProbeConfig = field(default_factory=ProbeConfig)
