@@ -8,7 +8,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 .PHONY: demo test install install-test clean
 
 demo: $(VENV)/.stamp-install
-	$(BIN)/vjepa objective
+	$(BIN)/vjepa demo
 
 test: $(VENV)/.stamp-test system-libs
 	$(BIN)/python -m pytest -q

@@ -228,7 +228,7 @@ def test_one_pass_grid_equals_separate_runs(kind, mode, data):
 
 def test_evaluate_saved_head_reproduces_val(data):
     tx, ty, vx, vy = data
-    for kind in ("attentive", "knn"):
+    for kind in ("attentive", "linear", "knn"):
         res = train_probe_grid(tx, ty, vx, vy, C, cfg_for(kind, epochs=2), seed=0)
         again = evaluate_head(res.head_state, res.head_config, vx, vy, "attend")
         torch.testing.assert_close(again["probs"], res.val_probs, rtol=1e-5, atol=1e-6)
@@ -241,6 +241,26 @@ def test_knn_grid_result_shape(data):
     assert res.chosen == {"k": 5, "temperature": 0.1}
     assert len(res.grid) == 1 and res.grid[0]["holdout_top1"] is not None
     assert res.curves["epoch"] == []
+
+
+def test_one_shot_falls_back_to_val_selection_and_says_so(data):
+    tx, ty, vx, vy = data
+    idx = low_shot_indices(ty, 1, seed=0)
+    for kind in ("linear", "knn"):
+        res = train_probe_grid(tx[idx], ty[idx], vx, vy, C, cfg_for(kind, epochs=2, batch_size=4), seed=0)
+        assert res.selection_rule.startswith("best on val (optimistic")
+        assert res.num_holdout == 0 and res.num_fit == C
+
+
+def test_grid_logs_every_epoch_and_leaves_global_rng_alone(data):
+    tx, ty, vx, vy = data
+    records = []
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    train_probe_grid(tx, ty, vx, vy, C, cfg_for("attentive", epochs=2), seed=0, log=records.append)
+    assert torch.equal(before, torch.get_rng_state())
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert all(len(r["train_loss"]) == 4 and len(r["holdout_top1"]) == 4 for r in records)
 
 
 def test_holdout_split_is_stratified_and_seeded():

@@ -23,9 +23,18 @@ A single frame carries no label information, by construction:
 * Sizes: a growing object's log-size runs linearly from ``a`` to ``a + g``; shrinking is the time
   reverse; objects of the other classes take the log-size ``a + g * t'/(T-1)`` at a random frame
   ``t'``, so the size seen in a random frame has the same distribution in every class.
-* Two objects and one bar in every clip (non-acting objects only jitter slightly), so counting
-  things in a frame says nothing either. Only the occluded_reappear actor ever touches the bar;
-  in other classes the bar is placed clear of every object's path.
+* Two objects and one bar in every clip. Object N sits where an object crossing the bar would be at
+  a random frame ``t_ref`` (so it is half or fully hidden as often as the occluded_reappear actor
+  is); object F never touches the bar. Their distance at ``t_ref`` is drawn like an approaching
+  pair's distance at a random frame. The class only decides who acts and how, and the motion
+  passes through this layout at ``t_ref``: the occluded_reappear actor is N, the approach /
+  separate pair is N and F, every other actor is F; a non-acting object only jitters (drift
+  <= 3 % of the frame, turn <= 8 deg, size +-5 %).
+
+Linear classifiers on single frames (pixels, Fourier magnitudes) stay at chance, while the same
+classifier on motion measured from consecutive frame differences is near perfect
+(tests/test_demo_dataset.py). What remains is second order: a fast mover changes its distance to
+the other object over the clip, which a still pair does not.
 
 Everything is deterministic in (seed, split, index): clip ``i`` of class ``c`` in split ``s``
 comes from ``numpy.random.SeedSequence([seed, split code, c, i])``.
@@ -61,15 +70,15 @@ CRF = 18
 MIN_SIZE, MIN_FRAMES = 16, 4
 
 # Scene parameters, as fractions of the frame side unless named otherwise.
-R_RANGE = (0.055, 0.12)        # object half-extent (all shape points lie within it)
+R_RANGE = (0.05, 0.11)         # object half-extent (all shape points lie within it)
 SCALE_CHANGE = (1.5, 2.0)      # grow / shrink factor over the clip
-MOVE_DIST = (0.20, 0.42)       # translation over the clip
+MOVE_DIST = (0.18, 0.36)       # translation over the clip
 MOVE_JITTER_DEG = 15.0         # direction deviation from the axis
 ROTATION_DEG = (80.0, 150.0)   # rotation over the clip
 APPROACH_DIST = (0.14, 0.24)   # change of the centre distance of approach / separate
 APPROACH_GAP = (0.02, 0.06)    # edge gap between the two objects at their closest
 APPROACH_MAX_DIST = 0.44       # farthest centre distance (< 0.5: the short way round stays the short way)
-BAR_EXTRA = (0.05, 0.10)       # bar width beyond the object's diameter
+BAR_EXTRA = (0.05, 0.09)       # bar width beyond the object's diameter
 OCCLUDE_GAP = (0.02, 0.06)     # clearance between object and bar at the first and last frame
 NUISANCE_DRIFT = 0.03          # slow drift of objects that are not translating
 NUISANCE_ROT_DEG = 8.0
@@ -157,6 +166,12 @@ def _object_coverage(shape: str, cx, cy, theta, r, size: int) -> tuple[np.ndarra
 
 # --------------------------------------------------------------------------------------------
 # Scene sampling
+#
+# Every clip has two objects and a bar. Object N ("near the bar") sits where a crossing object
+# would be at a random frame t_ref of a crossing (so it is as often half or fully hidden as the
+# occluded_reappear actor); object F ("free") is clear of the bar in every frame. Their distance
+# at t_ref is drawn like an approaching pair's distance at a random frame. The class decides
+# which object acts and how; its motion passes through the t_ref layout at frame t_ref.
 
 
 def _colour(rng: np.random.Generator, avoid: list[np.ndarray], min_dist: float = 0.4) -> np.ndarray:
@@ -180,68 +195,56 @@ def _static_radius(rng: np.random.Generator, size: int, frames: int) -> float:
     return math.exp(a + g * rng.integers(frames) / (frames - 1))
 
 
-def _new_object(rng: np.random.Generator, size: int, frames: int, bg: np.ndarray, r: float) -> dict:
-    """A nearly still object (uniform position and orientation, small nuisance motion)."""
-    tau = np.linspace(0.0, 1.0, frames)
+def _appearance(rng: np.random.Generator, bg: np.ndarray) -> dict:
     colour = _colour(rng, [bg])
     marker = colour * 0.25 if colour @ [0.299, 0.587, 0.114] > 0.5 else colour * 0.25 + 0.75
-    pos = rng.uniform(0, size, 2)
-    drift_dir = rng.uniform(0, 2 * math.pi)
-    drift = rng.uniform(0, NUISANCE_DRIFT * size) * np.array([math.cos(drift_dir), math.sin(drift_dir)])
+    return {"shape": SHAPES[rng.integers(len(SHAPES))], "colour": colour, "marker": marker}
+
+
+def _still_tracks(rng: np.random.Generator, pos: np.ndarray, r: np.ndarray | float, dtau: np.ndarray,
+                  size: float, drift_axis: np.ndarray | None = None) -> dict:
+    """Tracks of an object that only jitters: slow drift through ``pos`` at t_ref (``dtau`` is
+    tau - tau_ref), a slight turn, a slight size change (unless ``r`` is already a track)."""
+    if drift_axis is None:
+        a = rng.uniform(0, 2 * math.pi)
+        drift_axis = np.array([math.cos(a), math.sin(a)])
+    drift = rng.uniform(-1, 1) * NUISANCE_DRIFT * size * drift_axis
     theta0 = rng.uniform(0, 2 * math.pi)
     spin = math.radians(rng.uniform(-NUISANCE_ROT_DEG, NUISANCE_ROT_DEG))
     scale = rng.uniform(-NUISANCE_SCALE, NUISANCE_SCALE)
-    return {
-        "shape": SHAPES[rng.integers(len(SHAPES))], "colour": colour, "marker": marker,
-        "cx": (pos[0] + drift[0] * tau) % size, "cy": (pos[1] + drift[1] * tau) % size,
-        "theta": theta0 + spin * tau, "r": r * np.exp(scale * (tau - 0.5)),
-    }
+    r = np.asarray(r, dtype=np.float64)
+    return {"pos": pos[None, :] + drift[None, :] * dtau[:, None], "theta": theta0 + spin * dtau,
+            "r": r * np.exp(scale * dtau) if r.ndim == 0 else r}
 
 
-def _normal_coord(obj: dict, orient: str) -> np.ndarray:
-    return obj["cx"] if orient == "v" else obj["cy"]
-
-
-def _place_bar(rng: np.random.Generator, objects: list[dict], orient: str, width: float, size: int) -> float:
-    """A bar centre (along the bar's normal axis) clear of every object in every frame, uniform
-    among such positions; the least-overlapping position if there is none."""
-    grid = np.arange(0, size, 0.25)
-    occupied = np.zeros_like(grid, dtype=bool)
-    for obj in objects:
-        n = _normal_coord(obj, orient)
-        dist = np.abs(_wrap(grid[:, None] - n[None, :], size))
-        occupied |= (dist <= obj["r"][None, :] + 1.0).any(axis=1)
-    if not occupied.any():
-        return float(rng.uniform(0, size))
-    clearance = np.abs(_wrap(grid[:, None] - grid[None, occupied], size)).min(axis=1)
-    ok = np.flatnonzero(clearance > width / 2)
-    if ok.size == 0:
-        return float(grid[np.argmax(clearance)])
-    return float(grid[rng.choice(ok)] + rng.uniform(0, 0.25))
-
-
-def _clear_of(obj: dict, others: list[dict], bar: dict, size: int) -> bool:
-    n = _normal_coord(obj, bar["orient"])
-    if (np.abs(_wrap(n - bar["centre"], size)) <= bar["width"] / 2 + obj["r"] + 1.0).any():
+def _clear(f: dict, n: dict, bar: dict, size: int) -> bool:
+    """F clear of the bar in every frame, and the two objects never overlapping."""
+    axis = 0 if bar["orient"] == "v" else 1
+    if (np.abs(_wrap(f["pos"][:, axis] - bar["centre"], size)) <= bar["width"] / 2 + f["r"] + 1.0).any():
         return False
-    for other in others:
-        d = np.hypot(_wrap(obj["cx"] - other["cx"], size), _wrap(obj["cy"] - other["cy"], size))
-        if (d <= obj["r"] + other["r"] + 1.0).any():
-            return False
-    return True
+    d = _wrap(f["pos"] - n["pos"], size)
+    return bool((np.hypot(d[:, 0], d[:, 1]) > f["r"] + n["r"] + 1.0).all())
 
 
 def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int = 16) -> dict:
     """Draw everything a clip of class ``cls`` needs (pure function of the rng state).
 
-    Returns {"background": {...}, "objects": [...], "actors": [indices], "bar": {...}}; object
-    tracks are arrays over frames (pixel centres, orientation in radians, half-extent in px)."""
+    Returns {"background", "bar", "objects": [two dicts with tracks cx, cy, theta, r over frames
+    (pixels, radians; r is the half-extent)], "actors": indices of the acting objects}."""
     if cls not in CLASSES:
         raise ValueError(f"unknown class {cls!r}; classes: {', '.join(CLASSES)}")
     if frames < MIN_FRAMES:
         raise ValueError(f"frames must be >= {MIN_FRAMES}, got {frames}")
-    W = float(size)
-    T = frames
+    if size < MIN_SIZE:
+        raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
+    while True:  # a layout that cannot be completed (very rare) is drawn again
+        scene = _try_scene(cls, rng, size, frames)
+        if scene is not None:
+            return scene
+
+
+def _try_scene(cls: str, rng: np.random.Generator, size: int, frames: int) -> dict | None:
+    W, T = float(size), frames
     tau = np.linspace(0.0, 1.0, T)
 
     # Background: a tint plus a few periodic low-frequency waves, drifting slowly.
@@ -253,78 +256,81 @@ def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int
             k = rng.integers(-4, 5, 2)
         amp = rng.uniform(0.02, 0.07) / math.sqrt(np.hypot(*k))
         waves.append((k, amp * rng.uniform(0.5, 1.0, 3), rng.uniform(0, 2 * math.pi)))
-    bg_dir = rng.uniform(0, 2 * math.pi)
-    bg_drift = rng.uniform(0, BG_DRIFT * W) * np.array([math.cos(bg_dir), math.sin(bg_dir)])
-    background = {"base": bg_base, "waves": waves, "drift": bg_drift}
+    a = rng.uniform(0, 2 * math.pi)
+    background = {"base": bg_base, "waves": waves,
+                  "drift": rng.uniform(0, BG_DRIFT * W) * np.array([math.cos(a), math.sin(a)])}
 
-    # Bar: orientation and width are class-independent (width from a marginal-size draw).
+    # Bar, and object N on a crossing path relative to it, seen at frame t_ref.
     orient = "v" if rng.random() < 0.5 else "h"
-    r_ref = _static_radius(rng, size, T)
-    bar_width = 2 * r_ref + rng.uniform(*BAR_EXTRA) * W
-    bar_colour = _colour(rng, [bg_base])
-    bar = {"orient": orient, "width": bar_width, "colour": bar_colour,
+    normal = np.array([1.0, 0.0]) if orient == "v" else np.array([0.0, 1.0])
+    along = normal[::-1].copy()
+    r_n = _static_radius(rng, size, T)
+    bar = {"orient": orient, "width": 2 * r_n + rng.uniform(*BAR_EXTRA) * W, "centre": rng.uniform(0, W),
+           "colour": _colour(rng, [bg_base]),
            "shade": (int(rng.integers(1, 3)), rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.1))}
+    t_c = min(max(int(rng.integers(round(0.35 * (T - 1)), round(0.65 * (T - 1)) + 1)), 1), T - 2)
+    speed = (bar["width"] / 2 + r_n + rng.uniform(*OCCLUDE_GAP) * W) / min(t_c, T - 1 - t_c)  # px/frame
+    cross = (1.0 if rng.random() < 0.5 else -1.0) * speed * (np.arange(T) - t_c)  # offset from the bar
+    slant = math.tan(math.radians(rng.uniform(-10, 10)))
+    t_ref = int(rng.integers(T))
+    dtau = tau - tau[t_ref]
+    n_ref = bar["centre"] * normal + cross[t_ref] * normal + rng.uniform(0, W) * along
 
-    actor = _new_object(rng, size, T, bg_base, r_ref)
-    actors = [actor]
+    # Object F's size, and the pair distance at t_ref (as an approaching / separating pair's).
+    if cls in ("grow", "shrink"):
+        la, lg = _log_size(rng, size)
+        r_f = np.exp(la + lg * (tau if cls == "grow" else 1.0 - tau))
+    else:
+        r_f = np.float64(_static_radius(rng, size, T))
+    near = float(np.max(r_f)) * (1 + NUISANCE_SCALE) + r_n * (1 + NUISANCE_SCALE) + rng.uniform(*APPROACH_GAP) * W
+    change = max(0.0, min(rng.uniform(*APPROACH_DIST) * W, APPROACH_MAX_DIST * W - near))
+    pair_dist = near + change * (1.0 - tau if cls == "approach" else tau)  # used by approach / separate
+    d_ref = float(pair_dist[t_ref])
+
+    # Class-specific motion parameters (drawn once, outside the placement retries).
     if cls.startswith("move_"):
         base = {"move_left": math.pi, "move_right": 0.0, "move_up": -math.pi / 2, "move_down": math.pi / 2}[cls]
         ang = base + math.radians(rng.uniform(-MOVE_JITTER_DEG, MOVE_JITTER_DEG))
-        dist = rng.uniform(*MOVE_DIST) * W
-        actor["cx"] = (actor["cx"][0] + dist * math.cos(ang) * tau) % W
-        actor["cy"] = (actor["cy"][0] + dist * math.sin(ang) * tau) % W
+        shift = rng.uniform(*MOVE_DIST) * W * np.array([math.cos(ang), math.sin(ang)])
     elif cls.startswith("rotate_"):
         turn = math.radians(rng.uniform(*ROTATION_DEG)) * (1 if cls == "rotate_cw" else -1)
-        actor["theta"] = actor["theta"][0] + turn * tau
-    elif cls in ("grow", "shrink"):
-        a, g = _log_size(rng, size)
-        actor["r"] = np.exp(a + g * (tau if cls == "grow" else 1.0 - tau))
-    elif cls == "occluded_reappear":
-        # Cross the bar perpendicularly (within 10 deg); the actor is centred behind the bar at
-        # an integer frame t_c, clear of it by a gap at the first and last frames.
-        r = float(actor["r"].max())
-        sign = 1.0 if rng.random() < 0.5 else -1.0
-        t_c = int(rng.integers(round(0.35 * (T - 1)), round(0.65 * (T - 1)) + 1))
-        t_c = min(max(t_c, 1), T - 2)
-        gap = rng.uniform(*OCCLUDE_GAP) * W
-        speed = (bar_width / 2 + r + gap) / min(t_c, T - 1 - t_c)  # along the normal, px per frame
-        slant = math.tan(math.radians(rng.uniform(-10, 10)))
-        steps = np.arange(T) - t_c
-        along = sign * speed * steps
-        start = rng.uniform(0, W)  # the crossing point (centre of the bar), uniform
-        across = rng.uniform(0, W) + slant * along
-        normal = (start + along) % W
-        if orient == "v":
-            actor["cx"], actor["cy"] = normal, across % W
-        else:
-            actor["cx"], actor["cy"] = across % W, normal
-        bar["centre"] = start
-    elif cls in ("approach", "separate"):
-        other = _new_object(rng, size, T, bg_base, _static_radius(rng, size, T))
-        r1, r2 = float(actor["r"].max()), float(other["r"].max())
-        near = r1 + r2 + rng.uniform(*APPROACH_GAP) * W
-        far = min(near + rng.uniform(*APPROACH_DIST) * W, APPROACH_MAX_DIST * W)
-        dist = near + (far - near) * (1.0 - tau if cls == "approach" else tau)
-        ang = rng.uniform(0, 2 * math.pi)
-        share = rng.uniform(0.3, 0.7)  # how much of the distance change object 1 does
-        mid = rng.uniform(0, W, 2)
-        off1, off2 = share * dist, (1.0 - share) * dist  # distances from the (fixed) point `mid`
-        e = np.array([math.cos(ang), math.sin(ang)])
-        actor["cx"], actor["cy"] = (mid[0] - off1 * e[0]) % W, (mid[1] - off1 * e[1]) % W
-        other["cx"], other["cy"] = (mid[0] + off2 * e[0]) % W, (mid[1] + off2 * e[1]) % W
-        actors.append(other)
+    share = rng.uniform(0.3, 0.7)  # approach / separate: F's part of the distance change
 
-    if "centre" not in bar:
-        bar["centre"] = _place_bar(rng, actors, orient, bar_width, size)
-    objects = list(actors)
-    if len(actors) == 1:  # a still companion, clear of the bar and of the actor if possible
-        for _ in range(40):
-            companion = _new_object(rng, size, T, bg_base, _static_radius(rng, size, T))
-            if _clear_of(companion, actors, bar, size):
-                break
-        objects.insert(0, companion)  # drawn first: behind the actor
+    app_f, app_n = _appearance(rng, bg_base), _appearance(rng, bg_base)
+    for attempt in range(200):  # place F around N; retry the direction until F is clear
+        phi = rng.uniform(0, 2 * math.pi)
+        e = np.array([math.cos(phi), math.sin(phi)])
+        f_ref = n_ref + d_ref * e
+        if attempt >= 100 and cls not in ("approach", "separate"):
+            f_ref = rng.uniform(0, W, 2)  # a long mover may not fit at distance d_ref: anywhere then
+        f = _still_tracks(rng, f_ref, r_f, dtau, W)
+        if cls in ("approach", "separate"):
+            n = _still_tracks(rng, n_ref, r_n, dtau, W)
+            mid = f_ref - share * d_ref * e  # fixed point: F = mid + share d(t) e, N = mid - (1-share) d(t) e
+            f["pos"] = mid[None, :] + share * pair_dist[:, None] * e[None, :]
+            n["pos"] = mid[None, :] - (1.0 - share) * pair_dist[:, None] * e[None, :]
+        else:
+            n = _still_tracks(rng, n_ref, r_n, dtau, W, drift_axis=along)  # drifts along the bar only
+            if cls == "occluded_reappear":
+                off = cross - cross[t_ref]
+                n["pos"] = n_ref[None, :] + off[:, None] * normal[None, :] + slant * off[:, None] * along[None, :]
+            elif cls.startswith("move_"):
+                f["pos"] = f_ref[None, :] + dtau[:, None] * shift[None, :]
+            elif cls.startswith("rotate_"):
+                f["theta"] = f["theta"][t_ref] + turn * dtau
+        if _clear(f, n, bar, size):
+            break
+    else:
+        return None
+
+    objects = []
+    for app, tracks in ((app_n, n), (app_f, f)):  # N first: drawn behind F
+        pos = tracks["pos"] % W
+        objects.append({**app, "cx": pos[:, 0], "cy": pos[:, 1], "theta": tracks["theta"],
+                        "r": np.broadcast_to(tracks["r"], (T,)).astype(np.float64)})
+    actors = {"occluded_reappear": [0], "approach": [0, 1], "separate": [0, 1]}.get(cls, [1])
     return {"class": cls, "size": size, "frames": T, "background": background, "bar": bar,
-            "objects": objects, "actors": [i for i, o in enumerate(objects) if any(o is a for a in actors)]}
+            "objects": objects, "actors": actors}
 
 
 # --------------------------------------------------------------------------------------------
@@ -516,7 +522,16 @@ def _progress_printer(total: int, enabled: bool) -> Callable[[int], None]:
 def generate_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, val_per_class: int = 10,
                           unlabelled: int = 800, size: int = 64, frames: int = 16, fps: float = 8,
                           seed: int = 0, workers: int = 2, progress: bool = True) -> dict:
-    """Write the demo dataset under ``out_dir`` and return the content of its dataset.json.
+    """Write the demo dataset under ``out_dir`` and return the content of its dataset.json
+    (see :func:`write_demo_dataset`)."""
+    return write_demo_dataset(out_dir, train_per_class, val_per_class, unlabelled, size, frames, fps, seed,
+                              workers, progress)[0]
+
+
+def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, val_per_class: int = 10,
+                       unlabelled: int = 800, size: int = 64, frames: int = 16, fps: float = 8,
+                       seed: int = 0, workers: int = 2, progress: bool = True) -> tuple[dict, int]:
+    """Write the demo dataset under ``out_dir``: (content of its dataset.json, clips written now).
 
     Idempotent: when dataset.json records the same parameters and every clip exists, nothing is
     touched. An interrupted run (no dataset.json yet) is completed, keeping the clips already
@@ -531,7 +546,7 @@ def generate_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40,
     manifest_path, partial_path = out / MANIFEST, out / PARTIAL
     manifest = _read_json(manifest_path) if manifest_path.exists() else None
     if manifest is not None and manifest.get("params") == params and all((out / t[0]).is_file() for t in plan):
-        return manifest
+        return manifest, 0
 
     if out.exists() and not out.is_dir():
         raise DemoDatasetError(f"{out} exists and is not a folder")
@@ -606,8 +621,8 @@ def generate_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40,
     }
     _write_json_atomic(manifest_path, manifest)
     partial_path.unlink(missing_ok=True)
-    return manifest
+    return manifest, len(todo)
 
 
 __all__ = ["CLASSES", "GENERATOR_VERSION", "SHAPES", "DemoDatasetError", "clip_rng", "dataset_clip",
-           "generate_demo_dataset", "render_clip", "render_scene", "sample_scene"]
+           "generate_demo_dataset", "render_clip", "render_scene", "sample_scene", "write_demo_dataset"]

@@ -12,8 +12,15 @@ order), which ``tests/test_probes.py`` checks. All heads start from the same ini
 Selection: ``cfg.selection == "holdout"`` trains on the training split minus a class-stratified,
 seeded holdout (``cfg.holdout_fraction``) and picks the head with the best holdout top-1 (ties:
 lower holdout cross-entropy, then grid order); ``"best_on_val"`` trains on the whole training split
-and picks the best val top-1 (optimistic; what the papers report). The chosen head is the one at
-the end of training (no epoch picking) and is not retrained on the holdout.
+and picks the best val top-1 (optimistic; what the papers report). When no holdout is possible
+(every class has one sample, e.g. 1-shot) selection falls back to val and ``selection_rule`` says
+so. The chosen head is the one at the end of training (no epoch picking) and is not retrained on
+the holdout.
+
+Schedule: per-step cosine decay of each head's lr to 0 after an optional linear warmup
+(``cfg.warmup_epochs``); constant weight decay; AdamW (betas 0.9/0.999); each head's gradient
+norm is clipped to ``clip_grad`` (1.0, as the official eval) separately. The linear probe's token
+means are computed once up front (:func:`prepool_for_linear`) instead of per head and epoch.
 
 Accuracies are percentages (0-100), like the published tables. Per-class accuracy is ``None`` for
 classes absent from the evaluated set; the mean class accuracy averages the present classes.
@@ -124,6 +131,18 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tuple
     hold = [idx[: int(t)] for idx, t in zip(members, take)]
     fit = [idx[int(t):] for idx, t in zip(members, take)]
     return torch.cat(fit).sort().values, torch.cat(hold).sort().values
+
+
+def _selection_split(labels: torch.Tensor, cfg: ProbeConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(fit_idx, holdout_idx, selection_rule). A holdout is impossible when every class has a single
+    sample (e.g. 1-shot): selection then falls back to val, and the rule says so."""
+    everything, nothing = torch.arange(len(labels)), torch.arange(0)
+    if cfg.selection != "holdout":
+        return everything, nothing, selection_rule_name(cfg)
+    if len(labels) < 2 or int(torch.bincount(labels).max()) < 2:
+        return everything, nothing, "best on val (optimistic: no holdout possible, every class has one sample)"
+    fit_idx, hold_idx = holdout_split(labels, cfg.holdout_fraction, seed)
+    return fit_idx, hold_idx, selection_rule_name(cfg)
 
 
 def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict[str, Any]:
@@ -259,14 +278,10 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
     _check_inputs(val_feats, val_labels, "val", num_classes)
     if cfg.kind == "knn":
         return _knn_result(train_feats, train_labels, val_feats, val_labels, num_classes, cfg, seed, device)
-    rule = selection_rule_name(cfg)
     eval_bs = eval_batch_size or max(cfg.batch_size, 64)
     mode = cfg.segment_mode
 
-    if cfg.selection == "holdout":
-        fit_idx, hold_idx = holdout_split(train_labels, cfg.holdout_fraction, seed)
-    else:
-        fit_idx, hold_idx = torch.arange(len(train_labels)), torch.arange(0)
+    fit_idx, hold_idx, rule = _selection_split(train_labels, cfg, seed)
     fit_y, hold_y = train_labels[fit_idx], train_labels[hold_idx]
     if cfg.kind == "linear":  # the linear probe only sees token means: pool once, not per head and epoch
         train_feats = prepool_for_linear(train_feats, mode, eval_bs)
@@ -275,11 +290,12 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
     if settings is None:
         settings = [(float(lr), float(wd)) for lr in cfg.lrs for wd in cfg.weight_decays]
     head_config = make_head_config(cfg.kind, train_feats.shape[-1], num_classes, cfg.num_heads, cfg.self_attn_blocks)
-    proto = build_head(head_config, generator=torch.Generator().manual_seed(int(seed)))
+    with torch.random.fork_rng(devices=[]):  # nn.Linear's default init would advance the global RNG
+        proto = build_head(head_config, generator=torch.Generator().manual_seed(int(seed)))
     heads = [proto] + [_clone(proto) for _ in settings[1:]]
     heads = [h.to(device) for h in heads]
     groups = [g for h, (lr, wd) in zip(heads, settings) for g in _param_groups(h, lr, wd)]
-    opt = torch.optim.AdamW(groups, lr=settings[0][0])
+    opt = torch.optim.AdamW(groups, lr=settings[0][0], fused=device.type == "cuda" or None)
 
     order_gen = torch.Generator().manual_seed(int(seed))
     steps_per_epoch = math.ceil(len(fit_idx) / cfg.batch_size)
@@ -295,7 +311,7 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
         te = time.perf_counter()
         for h in heads:
             h.train()
-        loss_sum = torch.zeros(len(heads), dtype=torch.float64)
+        loss_sum = torch.zeros(len(heads), dtype=torch.float64, device=device)  # no host sync per step
         seen = 0
         for idx in _batches(len(fit_idx), cfg.batch_size, order_gen):
             factor = _lr_factor(step, total_steps, warmup_steps)
@@ -314,7 +330,7 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
                 for h in heads:
                     torch.nn.utils.clip_grad_norm_(h.parameters(), clip_grad)
             opt.step()
-            loss_sum += torch.stack(losses).detach().double().cpu() * len(idx)
+            loss_sum += torch.stack(losses).detach().double() * len(idx)
             seen += len(idx)
             step += 1
         last = epoch == cfg.epochs - 1
@@ -324,7 +340,7 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
             val_top1, val_nll = _eval_heads(heads, val_feats, val_labels, mode, eval_bs, device)
         record = {
             "epoch": epoch + 1,
-            "train_loss": (loss_sum / max(seen, 1)).tolist(),
+            "train_loss": (loss_sum / max(seen, 1)).cpu().tolist(),
             "holdout_top1": hold_top1 if len(hold_idx) else None,
             "val_top1": val_top1 if (val_every_epoch or last) else None,
             "seconds": time.perf_counter() - te,
@@ -335,7 +351,7 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
             log(record)
     train_seconds = time.perf_counter() - t0
 
-    sel_top1, sel_nll = (hold_top1, hold_nll) if cfg.selection == "holdout" else (val_top1, val_nll)
+    sel_top1, sel_nll = (hold_top1, hold_nll) if len(hold_idx) else (val_top1, val_nll)
     best = min(range(len(heads)), key=lambda i: (-sel_top1[i], sel_nll[i], i))
     grid = [{"lr": lr, "wd": wd, "holdout_top1": hold_top1[i] if len(hold_idx) else None, "val_top1": val_top1[i]}
             for i, (lr, wd) in enumerate(settings)]
@@ -403,10 +419,9 @@ def _knn_result(train_feats, train_labels, val_feats, val_labels, num_classes, c
     mode = cfg.segment_mode
     k, temp = int(cfg.knn_k), float(cfg.knn_temperature)
     hold_top1 = None
-    num_fit, num_hold = len(train_labels), 0
-    if cfg.selection == "holdout":
-        fit_idx, hold_idx = holdout_split(train_labels, cfg.holdout_fraction, seed)
-        num_fit, num_hold = len(fit_idx), len(hold_idx)
+    fit_idx, hold_idx, rule = _selection_split(train_labels, cfg, seed)
+    num_fit, num_hold = len(fit_idx), len(hold_idx)
+    if num_hold:
         fit_bank = _bank(train_feats, fit_idx, bs, device)
         hold_probs = _knn_probs_batched(fit_bank, train_labels[fit_idx], _Rows(train_feats, hold_idx), num_classes,
                                         mode, k, temp, bs, device)
@@ -417,7 +432,7 @@ def _knn_result(train_feats, train_labels, val_feats, val_labels, num_classes, c
     head_config = {"kind": "knn", "dim": int(train_feats.shape[-1]), "num_classes": int(num_classes), "k": k,
                    "temperature": temp}
     return GridResult(
-        kind="knn", chosen={"k": k, "temperature": temp}, selection_rule=selection_rule_name(cfg),
+        kind="knn", chosen={"k": k, "temperature": temp}, selection_rule=rule,
         grid=[{"k": k, "temperature": temp, "holdout_top1": hold_top1, "val_top1": metrics["top1"]}],
         curves={"epoch": [], "train_loss": [], "holdout_top1": [], "val_top1": []}, val_probs=probs,
         head_state={"bank": F.normalize(bank, dim=-1).cpu(), "bank_labels": train_labels.clone()},

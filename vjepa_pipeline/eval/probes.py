@@ -257,7 +257,7 @@ def multiview_forward(head: nn.Module, feats: torch.Tensor, segment_mode: str) -
     """Raw per-output logits (B, K, C) of one head under the multi-view rule (one head call)."""
     tokens, k = multiview_tokens(feats, segment_mode)
     out = head(tokens)
-    return out.view(feats.shape[0], k, out.shape[-1])
+    return out.reshape(feats.shape[0], k, out.shape[-1])
 
 
 def combine_outputs(logits: torch.Tensor) -> torch.Tensor:
