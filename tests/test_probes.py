@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
 from vjepa_pipeline.eval.grid import (
@@ -50,10 +49,30 @@ def toy(m: int, s: int, v: int, seed: int, amp: float = 4.0, planted: int = 2):
 
 
 def cfg_for(kind: str, **kw) -> ProbeConfig:
-    base = dict(kind=kind, self_attn_blocks=1, num_heads=4, epochs=10, batch_size=16, lrs=[1e-3, 3e-3],
-                weight_decays=[0.01, 0.1], knn_k=10, knn_temperature=0.07, segment_mode="attend")
+    base = dict(
+        kind=kind,
+        self_attn_blocks=1,
+        num_heads=4,
+        epochs=10,
+        batch_size=16,
+        lrs=[1e-3, 3e-3],
+        weight_decays=[0.01, 0.1],
+        knn_k=10,
+        knn_temperature=0.07,
+        segment_mode="attend",
+    )
     base.update(kw)
     return ProbeConfig(**base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """The probes here are tiny: one intra-op thread is as fast and does not stall when the machine
+    is shared (measured 17 s alone vs minutes with 2 threads on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +171,17 @@ def test_attentive_probe_shapes_and_official_layout():
     head = AttentiveProbe(32, 7, num_heads=4, self_attn_blocks=2, final_norm=False)
     assert head(torch.randn(3, 10, 32)).shape == (3, 7)
     keys = set(head.state_dict())
-    for k in ["pooler.query_tokens", "pooler.cross_attention_block.norm1.weight",
-              "pooler.cross_attention_block.xattn.q.weight", "pooler.cross_attention_block.xattn.kv.weight",
-              "pooler.cross_attention_block.xattn.proj.weight", "pooler.cross_attention_block.mlp.fc2.bias",
-              "pooler.blocks.1.attn.qkv.weight", "pooler.blocks.1.mlp.fc1.weight", "linear.weight"]:
+    for k in [
+        "pooler.query_tokens",
+        "pooler.cross_attention_block.norm1.weight",
+        "pooler.cross_attention_block.xattn.q.weight",
+        "pooler.cross_attention_block.xattn.kv.weight",
+        "pooler.cross_attention_block.xattn.proj.weight",
+        "pooler.cross_attention_block.mlp.fc2.bias",
+        "pooler.blocks.1.attn.qkv.weight",
+        "pooler.blocks.1.mlp.fc1.weight",
+        "linear.weight",
+    ]:
         assert k in keys, k
     assert not any(k.startswith("norm.") for k in keys)
     assert "norm.weight" in AttentiveProbe(32, 7, num_heads=4).state_dict()
@@ -190,7 +216,10 @@ def test_grid_selection_and_rules(data):
     assert res.top1 == pytest.approx(res.grid[res.chosen_index]["val_top1"])
     # curves: one entry per epoch, one value per head
     assert res.curves["epoch"] == [1, 2, 3]
-    assert all(len(row) == 6 for row in res.curves["train_loss"] + res.curves["holdout_top1"] + res.curves["val_top1"])
+    assert all(
+        len(row) == 6
+        for row in res.curves["train_loss"] + res.curves["holdout_top1"] + res.curves["val_top1"]
+    )
     # every head is different: lrs differ, and so do wds at the same lr
     flat = [torch.cat([t.flatten().float() for t in st.values()]) for st in res.head_states]
     for i in range(6):
@@ -214,7 +243,9 @@ def dataclasses_replace(cfg, **kw):
 @pytest.mark.parametrize("kind,mode", [("attentive_v2", "attend"), ("linear", "average")])
 def test_one_pass_grid_equals_separate_runs(kind, mode, data):
     tx, ty, vx, vy = data
-    cfg = cfg_for(kind, epochs=3, warmup_epochs=1.0, segment_mode=mode, lrs=[1e-3, 5e-3], weight_decays=[0.01, 0.5])
+    cfg = cfg_for(
+        kind, epochs=3, warmup_epochs=1.0, segment_mode=mode, lrs=[1e-3, 5e-3], weight_decays=[0.01, 0.5]
+    )
     grid = train_probe_grid(tx, ty, vx, vy, C, cfg, seed=3, keep_all_heads=True)
     settings = [(lr, wd) for lr in cfg.lrs for wd in cfg.weight_decays]
     for i, (lr, wd) in enumerate(settings):
@@ -269,7 +300,9 @@ def test_holdout_split_is_stratified_and_seeded():
     assert len(hold) == 10 and len(fit) == 90
     assert set(fit.tolist()).isdisjoint(hold.tolist()) and len(set(fit.tolist()) | set(hold.tolist())) == 100
     counts = torch.bincount(labels[hold], minlength=4).tolist()
-    assert counts[0] == 5 and counts[1] == 3 and counts[2] in (1, 2) and counts[3] == 0  # single sample stays in fit
+    assert (
+        counts[0] == 5 and counts[1] == 3 and counts[2] in (1, 2) and counts[3] == 0
+    )  # single sample stays in fit
     assert torch.equal(hold, holdout_split(labels, 0.1, seed=0)[1])
     assert not torch.equal(hold, holdout_split(labels, 0.1, seed=1)[1])
 
@@ -310,7 +343,9 @@ def test_knn_matches_brute_force():
 
 
 def test_low_shot_indices():
-    labels = torch.tensor([0] * 20 + [1] * 15 + [2] * 3 + [3] * 10)[torch.randperm(48, generator=torch.Generator().manual_seed(0))]
+    labels = torch.tensor([0] * 20 + [1] * 15 + [2] * 3 + [3] * 10)[
+        torch.randperm(48, generator=torch.Generator().manual_seed(0))
+    ]
     idx = low_shot_indices(labels, 5, seed=0)
     assert idx.dtype == torch.long and len(set(idx.tolist())) == len(idx)
     assert torch.bincount(labels[idx], minlength=4).tolist() == [5, 5, 3, 5]

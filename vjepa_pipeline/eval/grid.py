@@ -33,7 +33,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,10 +77,19 @@ class GridResult:
     def summary(self) -> dict[str, Any]:
         """JSON-friendly view (no tensors)."""
         return {
-            "kind": self.kind, "chosen": self.chosen, "selection_rule": self.selection_rule, "grid": self.grid,
-            "top1": self.top1, "top5": self.top5, "mean_class_acc": self.mean_class_acc,
-            "per_class": self.per_class, "confusion": self.confusion, "curves": self.curves,
-            "num_fit": self.num_fit, "num_holdout": self.num_holdout, "train_seconds": self.train_seconds,
+            "kind": self.kind,
+            "chosen": self.chosen,
+            "selection_rule": self.selection_rule,
+            "grid": self.grid,
+            "top1": self.top1,
+            "top5": self.top5,
+            "mean_class_acc": self.mean_class_acc,
+            "per_class": self.per_class,
+            "confusion": self.confusion,
+            "curves": self.curves,
+            "num_fit": self.num_fit,
+            "num_holdout": self.num_holdout,
+            "train_seconds": self.train_seconds,
         }
 
 
@@ -128,19 +137,25 @@ def holdout_split(labels: torch.Tensor, fraction: float, seed: int = 0) -> tuple
     while take.sum() > target:  # only when fraction * M rounded down below the per-class floors
         c = int(torch.argmax(take))
         take[c] -= 1
-    hold = [idx[: int(t)] for idx, t in zip(members, take)]
-    fit = [idx[int(t):] for idx, t in zip(members, take)]
+    hold = [idx[: int(t)] for idx, t in zip(members, take, strict=True)]
+    fit = [idx[int(t) :] for idx, t in zip(members, take, strict=True)]
     return torch.cat(fit).sort().values, torch.cat(hold).sort().values
 
 
-def _selection_split(labels: torch.Tensor, cfg: ProbeConfig, seed: int) -> tuple[torch.Tensor, torch.Tensor, str]:
+def _selection_split(
+    labels: torch.Tensor, cfg: ProbeConfig, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(fit_idx, holdout_idx, selection_rule). A holdout is impossible when every class has a single
     sample (e.g. 1-shot): selection then falls back to val, and the rule says so."""
     everything, nothing = torch.arange(len(labels)), torch.arange(0)
     if cfg.selection != "holdout":
         return everything, nothing, selection_rule_name(cfg)
     if len(labels) < 2 or int(torch.bincount(labels).max()) < 2:
-        return everything, nothing, "best on val (optimistic: no holdout possible, every class has one sample)"
+        return (
+            everything,
+            nothing,
+            "best on val (optimistic: no holdout possible, every class has one sample)",
+        )
     fit_idx, hold_idx = holdout_split(labels, cfg.holdout_fraction, seed)
     return fit_idx, hold_idx, selection_rule_name(cfg)
 
@@ -159,7 +174,8 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
     confusion = confusion.view(num_classes, num_classes)
     support = confusion.sum(dim=1)
     per_class: list[float | None] = [
-        (100.0 * confusion[c, c].item() / support[c].item()) if support[c] > 0 else None for c in range(num_classes)
+        (100.0 * confusion[c, c].item() / support[c].item()) if support[c] > 0 else None
+        for c in range(num_classes)
     ]
     present = [a for a in per_class if a is not None]
     return {
@@ -200,8 +216,14 @@ def _take(feats: torch.Tensor, idx: torch.Tensor, device: torch.device) -> torch
 
 
 @torch.no_grad()
-def _eval_heads(heads: list[nn.Module], feats: torch.Tensor, labels: torch.Tensor, segment_mode: str,
-                batch_size: int, device: torch.device) -> tuple[list[float], list[float]]:
+def _eval_heads(
+    heads: list[nn.Module],
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    segment_mode: str,
+    batch_size: int,
+    device: torch.device,
+) -> tuple[list[float], list[float]]:
     """Top-1 (%) and mean cross-entropy of the averaged probabilities, per head; each batch of
     features is loaded once for all heads."""
     for h in heads:
@@ -222,13 +244,20 @@ def _eval_heads(heads: list[nn.Module], feats: torch.Tensor, labels: torch.Tenso
 
 
 @torch.no_grad()
-def predict_probs(head: nn.Module, feats: torch.Tensor, segment_mode: str, batch_size: int = 64,
-                  device: str | torch.device = "cpu") -> torch.Tensor:
+def predict_probs(
+    head: nn.Module,
+    feats: torch.Tensor,
+    segment_mode: str,
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Averaged multi-view probabilities (M, C) of one head, on CPU."""
     device = torch.device(device)
     head.eval()
-    out = [combine_outputs(multiview_forward(head, _take(feats, idx, device), segment_mode)).exp().cpu()
-           for idx in torch.arange(len(feats)).split(batch_size)]
+    out = [
+        combine_outputs(multiview_forward(head, _take(feats, idx, device), segment_mode)).exp().cpu()
+        for idx in torch.arange(len(feats)).split(batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, 0)
 
 
@@ -239,8 +268,10 @@ def prepool_for_linear(feats: torch.Tensor, segment_mode: str, batch_size: int =
     :class:`LinearProbe` gives the same logits on the result (it mean-pools a single token), so the
     grid does not repeat the pooling per head and per epoch. Stays on ``feats``' device, float32."""
     dims = (1, 3) if segment_mode == "attend" else (3,)
-    out = [feats[idx.to(feats.device)].float().mean(dim=dims, keepdim=True)
-           for idx in torch.arange(len(feats)).split(batch_size)]
+    out = [
+        feats[idx.to(feats.device)].float().mean(dim=dims, keepdim=True)
+        for idx in torch.arange(len(feats)).split(batch_size)
+    ]
     if not out:
         return feats.float()[:, :1, :, :1] if segment_mode == "attend" else feats.float()[:, :, :, :1]
     return torch.cat(out)
@@ -252,18 +283,31 @@ def _check_inputs(feats: torch.Tensor, labels: torch.Tensor, name: str, num_clas
     if len(feats) != len(labels):
         raise ValueError(f"{name}: {len(feats)} feature rows but {len(labels)} labels")
     if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(f"{name} labels must be in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]")
+        raise ValueError(
+            f"{name} labels must be in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]"
+        )
 
 
 # ----------------------------------------------------------------------------- training
 
 
-def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor,
-                     val_labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, seed: int = 0,
-                     device: str | torch.device = "cpu", log: LogFn | None = None, *,
-                     settings: list[tuple[float, float]] | None = None, keep_all_heads: bool = False,
-                     clip_grad: float | None = 1.0, eval_batch_size: int | None = None,
-                     val_every_epoch: bool = True) -> GridResult:
+def train_probe_grid(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    cfg: ProbeConfig,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    log: LogFn | None = None,
+    *,
+    settings: list[tuple[float, float]] | None = None,
+    keep_all_heads: bool = False,
+    clip_grad: float | None = 1.0,
+    eval_batch_size: int | None = None,
+    val_every_epoch: bool = True,
+) -> GridResult:
     """Train one head per (lr, wd) of ``cfg`` (or the explicit ``settings``) together and report the
     selected one on val.
 
@@ -289,12 +333,14 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
 
     if settings is None:
         settings = [(float(lr), float(wd)) for lr in cfg.lrs for wd in cfg.weight_decays]
-    head_config = make_head_config(cfg.kind, train_feats.shape[-1], num_classes, cfg.num_heads, cfg.self_attn_blocks)
+    head_config = make_head_config(
+        cfg.kind, train_feats.shape[-1], num_classes, cfg.num_heads, cfg.self_attn_blocks
+    )
     with torch.random.fork_rng(devices=[]):  # nn.Linear's default init would advance the global RNG
         proto = build_head(head_config, generator=torch.Generator().manual_seed(int(seed)))
     heads = [proto] + [_clone(proto) for _ in settings[1:]]
     heads = [h.to(device) for h in heads]
-    groups = [g for h, (lr, wd) in zip(heads, settings) for g in _param_groups(h, lr, wd)]
+    groups = [g for h, (lr, wd) in zip(heads, settings, strict=True) for g in _param_groups(h, lr, wd)]
     opt = torch.optim.AdamW(groups, lr=settings[0][0], fused=device.type == "cuda" or None)
 
     order_gen = torch.Generator().manual_seed(int(seed))
@@ -323,7 +369,9 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
             losses = []
             for h in heads:
                 out = multiview_forward(h, x, mode)
-                losses.append(F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.repeat_interleave(out.shape[1])))
+                losses.append(
+                    F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), y.repeat_interleave(out.shape[1]))
+                )
             opt.zero_grad(set_to_none=True)
             torch.stack(losses).sum().backward()
             if clip_grad is not None:
@@ -335,7 +383,9 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
             step += 1
         last = epoch == cfg.epochs - 1
         if len(hold_idx):
-            hold_top1, hold_nll = _eval_heads(heads, _Rows(train_feats, hold_idx), hold_y, mode, eval_bs, device)
+            hold_top1, hold_nll = _eval_heads(
+                heads, _Rows(train_feats, hold_idx), hold_y, mode, eval_bs, device
+            )
         if val_every_epoch or last:
             val_top1, val_nll = _eval_heads(heads, val_feats, val_labels, mode, eval_bs, device)
         record = {
@@ -353,39 +403,88 @@ def train_probe_grid(train_feats: torch.Tensor, train_labels: torch.Tensor, val_
 
     sel_top1, sel_nll = (hold_top1, hold_nll) if len(hold_idx) else (val_top1, val_nll)
     best = min(range(len(heads)), key=lambda i: (-sel_top1[i], sel_nll[i], i))
-    grid = [{"lr": lr, "wd": wd, "holdout_top1": hold_top1[i] if len(hold_idx) else None, "val_top1": val_top1[i]}
-            for i, (lr, wd) in enumerate(settings)]
+    grid = [
+        {"lr": lr, "wd": wd, "holdout_top1": hold_top1[i] if len(hold_idx) else None, "val_top1": val_top1[i]}
+        for i, (lr, wd) in enumerate(settings)
+    ]
     chosen = heads[best]
     probs = predict_probs(chosen, val_feats, mode, eval_bs, device)
     metrics = classification_metrics(probs, val_labels, num_classes)
     states = [_cpu_state(h) for h in heads] if keep_all_heads else None
     return GridResult(
-        kind=cfg.kind, chosen={"lr": settings[best][0], "wd": settings[best][1]}, selection_rule=rule, grid=grid,
-        curves=curves, val_probs=probs, head_state=_cpu_state(chosen), head_config=head_config, chosen_index=best,
-        head_states=states, num_fit=len(fit_idx), num_holdout=len(hold_idx), train_seconds=train_seconds, **metrics,
+        kind=cfg.kind,
+        chosen={"lr": settings[best][0], "wd": settings[best][1]},
+        selection_rule=rule,
+        grid=grid,
+        curves=curves,
+        val_probs=probs,
+        head_state=_cpu_state(chosen),
+        head_config=head_config,
+        chosen_index=best,
+        head_states=states,
+        num_fit=len(fit_idx),
+        num_holdout=len(hold_idx),
+        train_seconds=train_seconds,
+        **metrics,
     )
 
 
-def train_single(train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor,
-                 val_labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, lr: float, wd: float, seed: int = 0,
-                 device: str | torch.device = "cpu", log: LogFn | None = None, **kwargs: Any) -> GridResult:
+def train_single(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_feats: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int,
+    cfg: ProbeConfig,
+    lr: float,
+    wd: float,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    log: LogFn | None = None,
+    **kwargs: Any,
+) -> GridResult:
     """One head, one (lr, wd): the "one run per setting" baseline. Same split, init and batch order
     as the corresponding head of :func:`train_probe_grid` with the same seed."""
-    return train_probe_grid(train_feats, train_labels, val_feats, val_labels, num_classes,
-                            dataclasses.replace(cfg, lrs=[lr], weight_decays=[wd]), seed, device, log,
-                            settings=[(float(lr), float(wd))], **kwargs)
+    return train_probe_grid(
+        train_feats,
+        train_labels,
+        val_feats,
+        val_labels,
+        num_classes,
+        dataclasses.replace(cfg, lrs=[lr], weight_decays=[wd]),
+        seed,
+        device,
+        log,
+        settings=[(float(lr), float(wd))],
+        **kwargs,
+    )
 
 
-def evaluate_head(head_state: dict[str, torch.Tensor], head_config: dict[str, Any], feats: torch.Tensor,
-                  labels: torch.Tensor, segment_mode: str, device: str | torch.device = "cpu",
-                  batch_size: int = 64) -> dict[str, Any]:
+def evaluate_head(
+    head_state: dict[str, torch.Tensor],
+    head_config: dict[str, Any],
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    segment_mode: str,
+    device: str | torch.device = "cpu",
+    batch_size: int = 64,
+) -> dict[str, Any]:
     """Re-evaluate a saved head (``--val-only``): metrics of :func:`classification_metrics` plus
     ``probs`` (M, C)."""
     labels = labels.cpu().long()
     num_classes = head_config["num_classes"]
     if head_config["kind"] == "knn":
-        probs = _knn_probs_batched(head_state["bank"], head_state["bank_labels"], feats, num_classes, segment_mode,
-                                   head_config["k"], head_config["temperature"], batch_size, torch.device(device))
+        probs = _knn_probs_batched(
+            head_state["bank"],
+            head_state["bank_labels"],
+            feats,
+            num_classes,
+            segment_mode,
+            head_config["k"],
+            head_config["temperature"],
+            batch_size,
+            torch.device(device),
+        )
     else:
         head = build_head(head_config)
         head.load_state_dict(head_state)
@@ -396,12 +495,24 @@ def evaluate_head(head_state: dict[str, torch.Tensor], head_config: dict[str, An
 # ----------------------------------------------------------------------------- k-NN
 
 
-def _knn_probs_batched(bank: torch.Tensor, bank_labels: torch.Tensor, feats: torch.Tensor, num_classes: int,
-                       segment_mode: str, k: int, temperature: float, batch_size: int,
-                       device: torch.device) -> torch.Tensor:
+def _knn_probs_batched(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    feats: torch.Tensor,
+    num_classes: int,
+    segment_mode: str,
+    k: int,
+    temperature: float,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
     bank = F.normalize(bank.to(device).float(), dim=-1)
-    out = [knn_multiview_probs(bank, bank_labels, _take(feats, idx, device), num_classes, segment_mode, k,
-                               temperature).cpu() for idx in torch.arange(len(feats)).split(batch_size)]
+    out = [
+        knn_multiview_probs(
+            bank, bank_labels, _take(feats, idx, device), num_classes, segment_mode, k, temperature
+        ).cpu()
+        for idx in torch.arange(len(feats)).split(batch_size)
+    ]
     return torch.cat(out) if out else torch.empty(0, num_classes)
 
 
@@ -411,7 +522,9 @@ def _bank(feats: torch.Tensor, idx: torch.Tensor, batch_size: int, device: torch
     return torch.cat(parts) if parts else torch.empty(0, feats.shape[-1], device=device)
 
 
-def _knn_result(train_feats, train_labels, val_feats, val_labels, num_classes, cfg, seed, device) -> GridResult:
+def _knn_result(
+    train_feats, train_labels, val_feats, val_labels, num_classes, cfg, seed, device
+) -> GridResult:
     """k-NN has nothing to train: the holdout top-1 (bank = the fit part) is reported for the grid
     table, and val is predicted with the whole training split as the bank."""
     t0 = time.perf_counter()
@@ -423,21 +536,41 @@ def _knn_result(train_feats, train_labels, val_feats, val_labels, num_classes, c
     num_fit, num_hold = len(fit_idx), len(hold_idx)
     if num_hold:
         fit_bank = _bank(train_feats, fit_idx, bs, device)
-        hold_probs = _knn_probs_batched(fit_bank, train_labels[fit_idx], _Rows(train_feats, hold_idx), num_classes,
-                                        mode, k, temp, bs, device)
+        hold_probs = _knn_probs_batched(
+            fit_bank,
+            train_labels[fit_idx],
+            _Rows(train_feats, hold_idx),
+            num_classes,
+            mode,
+            k,
+            temp,
+            bs,
+            device,
+        )
         hold_top1 = classification_metrics(hold_probs, train_labels[hold_idx], num_classes)["top1"]
     bank = _bank(train_feats, torch.arange(len(train_labels)), bs, device)
     probs = _knn_probs_batched(bank, train_labels, val_feats, num_classes, mode, k, temp, bs, device)
     metrics = classification_metrics(probs, val_labels, num_classes)
-    head_config = {"kind": "knn", "dim": int(train_feats.shape[-1]), "num_classes": int(num_classes), "k": k,
-                   "temperature": temp}
+    head_config = {
+        "kind": "knn",
+        "dim": int(train_feats.shape[-1]),
+        "num_classes": int(num_classes),
+        "k": k,
+        "temperature": temp,
+    }
     return GridResult(
-        kind="knn", chosen={"k": k, "temperature": temp}, selection_rule=rule,
+        kind="knn",
+        chosen={"k": k, "temperature": temp},
+        selection_rule=rule,
         grid=[{"k": k, "temperature": temp, "holdout_top1": hold_top1, "val_top1": metrics["top1"]}],
-        curves={"epoch": [], "train_loss": [], "holdout_top1": [], "val_top1": []}, val_probs=probs,
+        curves={"epoch": [], "train_loss": [], "holdout_top1": [], "val_top1": []},
+        val_probs=probs,
         head_state={"bank": F.normalize(bank, dim=-1).cpu(), "bank_labels": train_labels.clone()},
-        head_config=head_config, num_fit=num_fit, num_holdout=num_hold,
-        train_seconds=time.perf_counter() - t0, **metrics,
+        head_config=head_config,
+        num_fit=num_fit,
+        num_holdout=num_hold,
+        train_seconds=time.perf_counter() - t0,
+        **metrics,
     )
 
 

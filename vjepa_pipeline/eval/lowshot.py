@@ -14,7 +14,9 @@ class LowShotSplit:
     k: int
     seed: int
     per_class: dict[int, int]  # class -> number of samples taken
-    short_classes: dict[int, int] = field(default_factory=dict)  # classes with fewer than k samples -> how many
+    short_classes: dict[int, int] = field(
+        default_factory=dict
+    )  # classes with fewer than k samples -> how many
 
 
 def low_shot_split(labels: torch.Tensor, k: int, seed: int, num_classes: int | None = None) -> LowShotSplit:
@@ -45,7 +47,8 @@ def low_shot_indices(labels: torch.Tensor, k: int, seed: int) -> torch.Tensor:
 
 
 def summarize(values) -> dict:
-    """{"mean", "std", "runs" (count), "values"}: std is the sample standard deviation (n - 1), 0.0 for one run."""
+    """{"mean", "std", "runs" (count), "values"}: std is the sample standard deviation (n - 1),
+    0.0 for a single run."""
     vals = [float(v) for v in values]
     n = len(vals)
     if n == 0:

@@ -43,6 +43,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.vit import MLP
+
 PROBE_KINDS = ("attentive", "attentive_v2", "linear", "knn")
 SEGMENT_MODES = ("average", "attend")
 INIT_STD = 0.02
@@ -53,17 +55,6 @@ def _trunc_normal_(t: torch.Tensor, std: float, generator: torch.Generator | Non
 
 
 # ----------------------------------------------------------------------------- attentive probe
-
-
-class _MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class _SelfAttention(nn.Module):
@@ -106,7 +97,7 @@ class _SelfBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.attn = _SelfAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _MLP(dim, int(dim * mlp_ratio))
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.norm1(x))
@@ -121,7 +112,7 @@ class _CrossBlock(nn.Module):
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.xattn = _CrossAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = _MLP(dim, int(dim * mlp_ratio))
+        self.mlp = MLP(dim, int(dim * mlp_ratio))
 
     def forward(self, q: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         q = q + self.xattn(q, self.norm1(x))
@@ -161,8 +152,16 @@ class AttentiveProbe(nn.Module):
     Linear weights and the query token, zero biases, unit LayerNorms, and the official depth
     scaling (residual output projections of block i divided by sqrt(2 i))."""
 
-    def __init__(self, dim: int, num_classes: int, num_heads: int = 16, self_attn_blocks: int = 0,
-                 mlp_ratio: float = 4.0, final_norm: bool = True, generator: torch.Generator | None = None):
+    def __init__(
+        self,
+        dim: int,
+        num_classes: int,
+        num_heads: int = 16,
+        self_attn_blocks: int = 0,
+        mlp_ratio: float = 4.0,
+        final_norm: bool = True,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"probe width {dim} is not divisible by num_heads={num_heads}")
@@ -208,24 +207,41 @@ class LinearProbe(nn.Module):
 # ----------------------------------------------------------------------------- head configs
 
 
-def make_head_config(kind: str, dim: int, num_classes: int, num_heads: int = 16, self_attn_blocks: int = 3,
-                     mlp_ratio: float = 4.0, final_norm: bool = True) -> dict[str, Any]:
+def make_head_config(
+    kind: str,
+    dim: int,
+    num_classes: int,
+    num_heads: int = 16,
+    self_attn_blocks: int = 3,
+    mlp_ratio: float = 4.0,
+    final_norm: bool = True,
+) -> dict[str, Any]:
     """Everything needed to rebuild a trained head (stored next to its state_dict)."""
     if kind not in PROBE_KINDS:
         raise ValueError(f"unknown probe kind {kind!r}; expected one of {PROBE_KINDS}")
     cfg: dict[str, Any] = {"kind": kind, "dim": int(dim), "num_classes": int(num_classes)}
     if kind in ("attentive", "attentive_v2"):
-        cfg.update(num_heads=int(num_heads), self_attn_blocks=int(self_attn_blocks) if kind == "attentive_v2" else 0,
-                   mlp_ratio=float(mlp_ratio), final_norm=bool(final_norm))
+        cfg.update(
+            num_heads=int(num_heads),
+            self_attn_blocks=int(self_attn_blocks) if kind == "attentive_v2" else 0,
+            mlp_ratio=float(mlp_ratio),
+            final_norm=bool(final_norm),
+        )
     return cfg
 
 
 def build_head(head_config: dict[str, Any], generator: torch.Generator | None = None) -> nn.Module:
     kind = head_config["kind"]
     if kind in ("attentive", "attentive_v2"):
-        return AttentiveProbe(head_config["dim"], head_config["num_classes"], head_config["num_heads"],
-                              head_config["self_attn_blocks"], head_config.get("mlp_ratio", 4.0),
-                              head_config.get("final_norm", True), generator=generator)
+        return AttentiveProbe(
+            head_config["dim"],
+            head_config["num_classes"],
+            head_config["num_heads"],
+            head_config["self_attn_blocks"],
+            head_config.get("mlp_ratio", 4.0),
+            head_config.get("final_norm", True),
+            generator=generator,
+        )
     if kind == "linear":
         return LinearProbe(head_config["dim"], head_config["num_classes"], generator=generator)
     raise ValueError(f"probe kind {kind!r} has no trainable head")
@@ -275,7 +291,9 @@ def multiview_probs(head: nn.Module, feats: torch.Tensor, segment_mode: str) -> 
     return multiview_logits(head, feats, segment_mode).exp()
 
 
-def multiview_loss(head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, segment_mode: str) -> torch.Tensor:
+def multiview_loss(
+    head: nn.Module, feats: torch.Tensor, labels: torch.Tensor, segment_mode: str
+) -> torch.Tensor:
     """Mean cross-entropy over all B*K outputs (the official training loss)."""
     out = multiview_forward(head, feats, segment_mode)
     k = out.shape[1]
@@ -291,8 +309,15 @@ def pool_features(feats: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feats: torch.Tensor, num_classes: int,
-                k: int = 20, temperature: float = 0.07, chunk_size: int = 1024) -> torch.Tensor:
+def knn_predict(
+    train_feats: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_feats: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
     """Weighted k-NN class probabilities (M, C).
 
     Features (N, D) / (M, D), or with extra token axes which are mean-pooled first; both sides are
@@ -308,18 +333,25 @@ def knn_predict(train_feats: torch.Tensor, train_labels: torch.Tensor, test_feat
     k = min(int(k), bank.shape[0])
     out = torch.empty(test.shape[0], num_classes, device=bank.device)
     for start in range(0, test.shape[0], chunk_size):
-        q = F.normalize(test[start:start + chunk_size], dim=-1)
+        q = F.normalize(test[start : start + chunk_size], dim=-1)
         sim, idx = (q @ bank.T).topk(k, dim=1)  # sorted, so column 0 is the row maximum
         w = ((sim - sim[:, :1]) / temperature).exp()
         votes = torch.zeros(q.shape[0], num_classes, device=bank.device).scatter_add_(1, labels[idx], w)
-        out[start:start + chunk_size] = votes / votes.sum(dim=1, keepdim=True)
+        out[start : start + chunk_size] = votes / votes.sum(dim=1, keepdim=True)
     return out
 
 
 @torch.no_grad()
-def knn_multiview_probs(bank: torch.Tensor, bank_labels: torch.Tensor, feats: torch.Tensor, num_classes: int,
-                        segment_mode: str, k: int = 20, temperature: float = 0.07,
-                        chunk_size: int = 1024) -> torch.Tensor:
+def knn_multiview_probs(
+    bank: torch.Tensor,
+    bank_labels: torch.Tensor,
+    feats: torch.Tensor,
+    num_classes: int,
+    segment_mode: str,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk_size: int = 1024,
+) -> torch.Tensor:
     """k-NN under the multi-view rule: one query per output (view, or segment x view), each the mean
     of that output's tokens; the vote probabilities are averaged over the outputs. (B, C)."""
     tokens, kk = multiview_tokens(feats.float(), segment_mode)
