@@ -41,11 +41,15 @@ def register(sub) -> None:
     data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo>", required=True)
     g = data_sub.add_parser("generate-demo", help="write the motion-defined demo dataset (mp4 files)",
                             description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    g.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or an earlier demo dataset)")
+    g.add_argument("--out", type=Path, required=True,
+                   help="output folder (new, empty, or an earlier demo dataset)")
     g.add_argument("--clips", type=int, default=800, metavar="N", help="unlabelled pool size (default 800)")
-    g.add_argument("--train-per-class", type=int, default=40, metavar="N", help="training clips per class (default 40)")
-    g.add_argument("--val-per-class", type=int, default=10, metavar="N", help="validation clips per class (default 10)")
-    g.add_argument("--size", type=int, default=64, metavar="PX", help="frame side in pixels, even (default 64)")
+    g.add_argument("--train-per-class", type=int, default=40, metavar="N",
+                   help="training clips per class (default 40)")
+    g.add_argument("--val-per-class", type=int, default=10, metavar="N",
+                   help="validation clips per class (default 10)")
+    g.add_argument("--size", type=int, default=64, metavar="PX",
+                   help="frame side in pixels, even (default 64)")
     g.add_argument("--frames", type=int, default=16, help="frames per clip (default 16)")
     g.add_argument("--fps", type=float, default=8, help="frame rate written to the files (default 8)")
     g.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
@@ -73,7 +77,8 @@ def run_generate_demo(args) -> int:
     counts = info["counts"]
     n_train, n_val = sum(counts["train"].values()), sum(counts["val"].values())
     state = f"{written} clips written" if written else "already complete, nothing written"
-    print(f"demo dataset: {len(info['classes'])} classes, {n_train} train / {n_val} val / {counts['unlabelled']} "
-          f"unlabelled clips ({info['size']}x{info['size']} px, {info['frames']} frames at {info['fps']} fps, "
-          f"seed {info['seed']}) in {args.out}: {state} in {time.monotonic() - t0:.1f} s")
+    side, seconds = info["size"], time.monotonic() - t0
+    print(f"demo dataset: {len(info['classes'])} classes, {n_train} train / {n_val} val / "
+          f"{counts['unlabelled']} unlabelled clips ({side}x{side} px, {info['frames']} frames at "
+          f"{info['fps']} fps, seed {info['seed']}) in {args.out}: {state} in {seconds:.1f} s")
     return 0

@@ -62,6 +62,7 @@ import numpy as np
 
 CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink",
            "occluded_reappear", "approach", "separate")
+GENERATOR = "vjepa_pipeline.data.demo_dataset"
 GENERATOR_VERSION = 1
 MANIFEST = "dataset.json"
 PARTIAL = ".demo_dataset_partial.json"  # marks a folder this generator is (or was) writing into
@@ -86,6 +87,7 @@ NUISANCE_SCALE = 0.05          # +- log-size drift of objects that are not scali
 BG_DRIFT = 0.04
 NOISE_STD = 0.012              # per-pixel, per-frame noise (0..1 scale)
 MARKER_FROM = 0.3              # the marker is the part of the shape with local u > MARKER_FROM
+CLEARANCE = 0.016              # smallest gap between an object and the bar / the other object
 
 
 class DemoDatasetError(Exception):
@@ -137,16 +139,22 @@ def _wrap(d: np.ndarray, period: float) -> np.ndarray:
     return (d + period / 2) % period - period / 2
 
 
-def _object_coverage(shape: str, cx, cy, theta, r, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Anti-aliased coverage (T, H, W) of an object and of its marker, on the torus.
+def _object_coverage(shape: str, cx, cy, theta, r, size: int):
+    """Anti-aliased coverage of an object and of its marker, on the torus, in a window around it.
 
-    A local point (u, v) is drawn at screen offset r * R(theta) (u, v); the image y axis points
-    down, so increasing theta turns the object clockwise on screen."""
-    pix = np.arange(size, dtype=np.float64) + 0.5
-    dx = _wrap(pix[None, None, :] - np.asarray(cx)[:, None, None], size)
-    dy = _wrap(pix[None, :, None] - np.asarray(cy)[:, None, None], size)
+    Returns (iy (T, S, 1), ix (T, 1, S), coverage (T, S, S), marker coverage (T, S, S)): frame t's
+    window covers pixels (iy[t], ix[t]) (indices wrap around the frame). A local point (u, v) is
+    drawn at screen offset r * R(theta) (u, v); the image y axis points down, so increasing theta
+    turns the object clockwise on screen."""
+    cx, cy, rr = (np.asarray(a, dtype=np.float64) for a in (cx, cy, r))
+    half = math.ceil(float(rr.max()) + 2.0)
+    span = min(2 * half + 1, size)
+    steps = np.arange(span)
+    ox, oy = np.floor(cx).astype(np.int64) - half, np.floor(cy).astype(np.int64) - half  # window origins
+    dx = (ox[:, None] + steps[None, :] + 0.5 - cx[:, None])[:, None, :]  # (T, 1, S), exact offsets
+    dy = (oy[:, None] + steps[None, :] + 0.5 - cy[:, None])[:, :, None]  # (T, S, 1)
     c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    rr = np.asarray(r, dtype=np.float64)[:, None, None]
+    rr = rr[:, None, None]
     u = (c * dx + s * dy) / rr
     v = (-s * dx + c * dy) / rr
     parts = _SHAPE_PARTS[shape]
@@ -161,7 +169,15 @@ def _object_coverage(shape: str, cx, cy, theta, r, size: int) -> tuple[np.ndarra
             sd = d if sd is None else np.minimum(sd, d)
     cov = np.clip(0.5 - sd * rr, 0.0, 1.0)  # signed distance in pixels -> coverage
     marker = np.clip(0.5 + (u - MARKER_FROM) * rr, 0.0, 1.0) * cov
-    return cov, marker
+    iy = ((oy[:, None] + steps[None, :]) % size)[:, :, None]
+    ix = ((ox[:, None] + steps[None, :]) % size)[:, None, :]
+    return iy, ix, cov, marker
+
+
+def _full_frame(iy: np.ndarray, ix: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
+    out = np.zeros((window.shape[0], size, size))
+    out[np.arange(window.shape[0])[:, None, None], iy, ix] = window
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,10 +236,11 @@ def _still_tracks(rng: np.random.Generator, pos: np.ndarray, r: np.ndarray | flo
 def _clear(f: dict, n: dict, bar: dict, size: int) -> bool:
     """F clear of the bar in every frame, and the two objects never overlapping."""
     axis = 0 if bar["orient"] == "v" else 1
-    if (np.abs(_wrap(f["pos"][:, axis] - bar["centre"], size)) <= bar["width"] / 2 + f["r"] + 1.0).any():
+    margin = CLEARANCE * size
+    if (np.abs(_wrap(f["pos"][:, axis] - bar["centre"], size)) <= bar["width"] / 2 + f["r"] + margin).any():
         return False
     d = _wrap(f["pos"] - n["pos"], size)
-    return bool((np.hypot(d[:, 0], d[:, 1]) > f["r"] + n["r"] + 1.0).all())
+    return bool((np.hypot(d[:, 0], d[:, 1]) > f["r"] + n["r"] + margin).all())
 
 
 def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int = 16) -> dict:
@@ -237,10 +254,11 @@ def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int
         raise ValueError(f"frames must be >= {MIN_FRAMES}, got {frames}")
     if size < MIN_SIZE:
         raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
-    while True:  # a layout that cannot be completed (very rare) is drawn again
+    for _ in range(1000):  # a layout that cannot be completed (rare) is drawn again
         scene = _try_scene(cls, rng, size, frames)
         if scene is not None:
             return scene
+    raise RuntimeError(f"could not lay out a {cls} clip of {size} px")  # not seen in practice
 
 
 def _try_scene(cls: str, rng: np.random.Generator, size: int, frames: int) -> dict | None:
@@ -282,14 +300,15 @@ def _try_scene(cls: str, rng: np.random.Generator, size: int, frames: int) -> di
         r_f = np.exp(la + lg * (tau if cls == "grow" else 1.0 - tau))
     else:
         r_f = np.float64(_static_radius(rng, size, T))
-    near = float(np.max(r_f)) * (1 + NUISANCE_SCALE) + r_n * (1 + NUISANCE_SCALE) + rng.uniform(*APPROACH_GAP) * W
+    near = (float(np.max(r_f)) + r_n) * (1 + NUISANCE_SCALE) + rng.uniform(*APPROACH_GAP) * W
     change = max(0.0, min(rng.uniform(*APPROACH_DIST) * W, APPROACH_MAX_DIST * W - near))
     pair_dist = near + change * (1.0 - tau if cls == "approach" else tau)  # used by approach / separate
     d_ref = float(pair_dist[t_ref])
 
     # Class-specific motion parameters (drawn once, outside the placement retries).
     if cls.startswith("move_"):
-        base = {"move_left": math.pi, "move_right": 0.0, "move_up": -math.pi / 2, "move_down": math.pi / 2}[cls]
+        base = {"move_left": math.pi, "move_right": 0.0, "move_up": -math.pi / 2,
+                "move_down": math.pi / 2}[cls]
         ang = base + math.radians(rng.uniform(-MOVE_JITTER_DEG, MOVE_JITTER_DEG))
         shift = rng.uniform(*MOVE_DIST) * W * np.array([math.cos(ang), math.sin(ang)])
     elif cls.startswith("rotate_"):
@@ -313,7 +332,7 @@ def _try_scene(cls: str, rng: np.random.Generator, size: int, frames: int) -> di
             n = _still_tracks(rng, n_ref, r_n, dtau, W, drift_axis=along)  # drifts along the bar only
             if cls == "occluded_reappear":
                 off = cross - cross[t_ref]
-                n["pos"] = n_ref[None, :] + off[:, None] * normal[None, :] + slant * off[:, None] * along[None, :]
+                n["pos"] = n_ref[None, :] + off[:, None] * (normal + slant * along)[None, :]
             elif cls.startswith("move_"):
                 f["pos"] = f_ref[None, :] + dtau[:, None] * shift[None, :]
             elif cls.startswith("rotate_"):
@@ -357,49 +376,55 @@ def _render_background(bg: dict, size: int, frames: int) -> np.ndarray:
     return img + bg["base"].astype(np.float32)
 
 
-def _bar_coverage(bar: dict, size: int) -> np.ndarray:
-    pix = np.arange(size, dtype=np.float64) + 0.5
-    d = np.abs(_wrap(pix - bar["centre"], size))
-    cov = np.clip(bar["width"] / 2 + 0.5 - d, 0.0, 1.0)
-    return np.broadcast_to(cov[None, :], (size, size)) if bar["orient"] == "v" else \
-        np.broadcast_to(cov[:, None], (size, size))
-
-
 def render_scene(scene: dict, rng: np.random.Generator | None = None, noise: bool = True,
-                 background: bool = True) -> tuple[np.ndarray, dict]:
-    """Frames (T, H, W, 3) uint8 of a scene and the layers they were composed from.
+                 background: bool = True, layers: bool = False) -> tuple[np.ndarray, dict | None]:
+    """Frames (T, H, W, 3) uint8 of a scene, and with ``layers=True`` the coverage maps they were
+    composed from: ``objects`` [(coverage, marker coverage) (T, H, W)] per object as drawn before
+    the bar, ``bar`` (H, W), ``visible`` (T, H, W) of each actor after the bar.
 
-    ``noise=False`` / ``background=False`` (flat mid-grey) give clean renders for measuring.
-    The layers: ``objects`` [(coverage, marker coverage)] per object before the bar, ``bar``
-    coverage (H, W), ``visible`` coverage of each actor after the bar."""
+    ``noise=False`` / ``background=False`` (flat mid-grey) give clean renders for measuring."""
     size, T = scene["size"], scene["frames"]
     if background:
         img = _render_background(scene["background"], size, T)
     else:
         img = np.full((T, size, size, 3), 0.5, dtype=np.float32)
-    layers = []
+    t_idx = np.arange(T)[:, None, None]
+    windows = []
     for obj in scene["objects"]:
-        cov, mark = _object_coverage(obj["shape"], obj["cx"], obj["cy"], obj["theta"], obj["r"], size)
-        layers.append((cov, mark))
-        cov32, mark32 = cov.astype(np.float32)[..., None], mark.astype(np.float32)[..., None]
-        img = (img * (1.0 - cov32) + (cov32 - mark32) * obj["colour"].astype(np.float32)
-               + mark32 * obj["marker"].astype(np.float32))
+        iy, ix, cov, mark = _object_coverage(obj["shape"], obj["cx"], obj["cy"], obj["theta"], obj["r"], size)
+        windows.append((iy, ix, cov, mark))
+        c, m = cov.astype(np.float32)[..., None], mark.astype(np.float32)[..., None]
+        patch = img[t_idx, iy, ix]
+        img[t_idx, iy, ix] = (patch * (1.0 - c) + (c - m) * obj["colour"].astype(np.float32)
+                              + m * obj["marker"].astype(np.float32))
     bar = scene["bar"]
-    bar_cov = _bar_coverage(bar, size)
     pix = np.arange(size, dtype=np.float64) + 0.5
+    band = np.clip(bar["width"] / 2 + 0.5 - np.abs(_wrap(pix - bar["centre"], size)), 0.0, 1.0)
     cycles, phase, depth = bar["shade"]
     shade = 1.0 + depth * np.cos(2 * math.pi * cycles * pix / size + phase)  # along the bar
-    shade = shade[:, None] if bar["orient"] == "v" else shade[None, :]
-    bar_img = (bar["colour"] * shade[..., None]).astype(np.float32)
-    bc = bar_cov.astype(np.float32)[None, ..., None]
-    img = img * (1.0 - bc) + bar_img[None] * bc
+    cols = np.flatnonzero(band)
+    colour = (bar["colour"][None, :] * shade[:, None]).astype(np.float32)  # (along, 3)
+    b = band[cols].astype(np.float32)
+    if bar["orient"] == "v":  # img[:, :, cols]: (T, H, n, 3)
+        b = b[:, None]
+        img[:, :, cols] = img[:, :, cols] * (1.0 - b) + colour[:, None, :] * b
+    else:  # img[:, cols]: (T, n, W, 3)
+        b = b[:, None, None]
+        img[:, cols] = img[:, cols] * (1.0 - b) + colour[None, :, :] * b
     if noise:
         rng = rng if rng is not None else np.random.default_rng(0)
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(NOISE_STD)
     img *= np.float32(255.0)
-    frames = np.clip(np.rint(img), 0, 255).astype(np.uint8)
-    visible = [layers[i][0] * (1.0 - bar_cov[None]) for i in scene["actors"]]
-    return frames, {"objects": layers, "bar": bar_cov, "visible": visible}
+    np.rint(img, out=img)
+    frames = np.clip(img, 0, 255).astype(np.uint8)
+    if not layers:
+        return frames, None
+    bar_cov = np.broadcast_to(band[None, :], (size, size)) if bar["orient"] == "v" else \
+        np.broadcast_to(band[:, None], (size, size))
+    full = [(_full_frame(iy, ix, cov, size), _full_frame(iy, ix, mark, size))
+            for iy, ix, cov, mark in windows]
+    visible = [full[i][0] * (1.0 - bar_cov[None]) for i in scene["actors"]]
+    return frames, {"objects": full, "bar": bar_cov, "visible": visible}
 
 
 def render_clip(cls: str, rng: np.random.Generator, size: int = 64, frames: int = 16, *,
@@ -412,7 +437,7 @@ def render_clip(cls: str, rng: np.random.Generator, size: int = 64, frames: int 
     if size < MIN_SIZE or size % 2:
         raise ValueError(f"size must be even and >= {MIN_SIZE}, got {size}")
     scene = sample_scene(cls, rng, size, frames)
-    clip, layers = render_scene(scene, rng)
+    clip, layers = render_scene(scene, rng, layers=debug)
     if not debug:
         return clip
     clean, _ = render_scene(scene, noise=False, background=False)
@@ -420,7 +445,15 @@ def render_clip(cls: str, rng: np.random.Generator, size: int = 64, frames: int 
 
 
 def clip_rng(seed: int, split: str, index: int, class_index: int = 0) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence([int(seed), SPLIT_CODES[split], int(class_index), int(index)]))
+    """The generator of one dataset clip (class_index: 1 + the class's position; 0 for the pool)."""
+    key = [int(seed), SPLIT_CODES[split], int(class_index), int(index)]
+    return np.random.default_rng(np.random.SeedSequence(key))
+
+
+def unlabelled_class(seed: int, index: int) -> tuple[str, np.random.Generator]:
+    """The (hidden) class of pool clip ``index`` and the generator, positioned to render it."""
+    rng = clip_rng(seed, "unlabelled", index)
+    return CLASSES[int(rng.integers(len(CLASSES)))], rng
 
 
 def dataset_clip(seed: int, split: str, index: int, cls: str | None = None, size: int = 64,
@@ -428,8 +461,7 @@ def dataset_clip(seed: int, split: str, index: int, cls: str | None = None, size
     """Clip ``index`` of a split: (class, frames). Train / val need ``cls``; the unlabelled pool
     draws its class from (seed, index)."""
     if split == "unlabelled":
-        rng = clip_rng(seed, split, index)
-        cls = CLASSES[int(rng.integers(len(CLASSES)))]
+        cls, rng = unlabelled_class(seed, index)
     else:
         if cls is None:
             raise ValueError(f"split {split!r} needs a class")
@@ -443,9 +475,9 @@ def dataset_clip(seed: int, split: str, index: int, cls: str | None = None, size
 
 def _params(train_per_class: int, val_per_class: int, unlabelled: int, size: int, frames: int, fps: float,
             seed: int) -> dict:
-    return {"generator_version": GENERATOR_VERSION, "classes": list(CLASSES), "train_per_class": train_per_class,
-            "val_per_class": val_per_class, "unlabelled": unlabelled, "size": size, "frames": frames,
-            "fps": fps, "seed": seed, "crf": CRF}
+    return {"generator_version": GENERATOR_VERSION, "classes": list(CLASSES),
+            "train_per_class": train_per_class, "val_per_class": val_per_class, "unlabelled": unlabelled,
+            "size": size, "frames": frames, "fps": fps, "seed": seed, "crf": CRF}
 
 
 def _plan(p: dict) -> list[tuple[str, str, str | None, int]]:
@@ -458,16 +490,53 @@ def _plan(p: dict) -> list[tuple[str, str, str | None, int]]:
     return tasks
 
 
-def _write_clip(root: str, task: tuple, p: dict) -> str:
-    from ..shards.media import write_video
+def encode_clips(jobs: list[tuple[str | os.PathLike, np.ndarray]], fps: float, crf: int = CRF) -> None:
+    """Write several uint8 clips (T, H, W, 3) to H.264 mp4 files with ONE ffmpeg process.
 
-    rel, split, cls, index = task
-    _, frames = dataset_clip(p["seed"], split, index, cls, p["size"], p["frames"])
-    dst = Path(root) / rel
-    tmp = dst.with_name(dst.name + ".tmp")
-    write_video(tmp, frames, fps=p["fps"], crf=p["crf"])
-    os.replace(tmp, dst)
-    return rel
+    Same encoder settings as :func:`vjepa_pipeline.shards.media.write_video` (each output has its
+    own single-threaded, bit-exact x264 instance, so the files are byte-identical to its output);
+    starting ffmpeg costs more than encoding a tiny clip, hence the batching."""
+    import subprocess
+    import tempfile
+
+    from ..shards.media import ffmpeg_exe
+
+    if not jobs:
+        return
+    gop = max(1, round(fps))
+    with tempfile.TemporaryDirectory(prefix="vjepa_demo_") as tmp:
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+        for k, (_, frames) in enumerate(jobs):
+            arr = np.ascontiguousarray(frames, dtype=np.uint8)
+            if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] % 2 or arr.shape[2] % 2:
+                raise ValueError(f"expected uint8 frames (T, H, W, 3) with even H and W, got {arr.shape}")
+            raw = os.path.join(tmp, f"{k}.rgb")
+            arr.tofile(raw)
+            cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{arr.shape[2]}x{arr.shape[1]}",
+                    "-r", str(fps), "-i", raw]
+        for k, (dst, _) in enumerate(jobs):
+            cmd += ["-map", f"{k}:v", "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
+                    "-pix_fmt", "yuv420p", "-g", str(gop), "-sc_threshold", "0", "-threads", "1",
+                    "-fflags", "+bitexact", "-flags:v", "+bitexact", "-movflags", "+faststart", "-f", "mp4",
+                    str(dst)]
+        run = subprocess.run(cmd, capture_output=True, timeout=120 + 10 * len(jobs), check=False)
+        if run.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not write {len(jobs)} clips (first {jobs[0][0]}): "
+                               f"{run.stderr.decode(errors='replace')[-300:]}")
+
+
+def _write_batch(root: str, tasks: list[tuple], p: dict) -> int:
+    """Render and encode a batch of planned clips; each lands under its final name by rename."""
+    jobs, finals = [], []
+    for rel, split, cls, index in tasks:
+        _, frames = dataset_clip(p["seed"], split, index, cls, p["size"], p["frames"])
+        dst = Path(root) / rel
+        jobs.append((dst.with_name(dst.name + ".tmp"), frames))
+        finals.append(dst)
+    encode_clips(jobs, p["fps"], p["crf"])
+    for (tmp, _), dst in zip(jobs, finals):
+        os.replace(tmp, dst)
+    return len(tasks)
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
@@ -490,10 +559,11 @@ def _check_args(train_per_class, val_per_class, unlabelled, size, frames, fps, s
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < MIN_SIZE or size % 2:
-        raise ValueError(f"size must be an even integer >= {MIN_SIZE} (H.264 4:2:0 needs even sides), got {size!r}")
+        raise ValueError(f"size must be an even integer >= {MIN_SIZE} (H.264 4:2:0 needs even sides), "
+                         f"got {size!r}")
     if isinstance(frames, bool) or not isinstance(frames, int) or frames < MIN_FRAMES:
         raise ValueError(f"frames must be an integer >= {MIN_FRAMES}, got {frames!r}")
-    if not isinstance(fps, (int, float)) or isinstance(fps, bool) or not (0 < fps <= 240) or not math.isfinite(fps):
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not (0 < fps <= 240):
         raise ValueError(f"fps must be in (0, 240], got {fps!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
@@ -545,16 +615,18 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
     plan = _plan(params)
     manifest_path, partial_path = out / MANIFEST, out / PARTIAL
     manifest = _read_json(manifest_path) if manifest_path.exists() else None
-    if manifest is not None and manifest.get("params") == params and all((out / t[0]).is_file() for t in plan):
+    complete = manifest is not None and manifest.get("params") == params
+    if complete and all((out / t[0]).is_file() for t in plan):
         return manifest, 0
 
     if out.exists() and not out.is_dir():
         raise DemoDatasetError(f"{out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (manifest_path.exists() or partial_path.exists()):
-        raise DemoDatasetError(f"{out} is not empty and holds no demo dataset (no {MANIFEST}): "
-                               "give a new or empty folder")
+    ours = partial_path.exists() or (manifest is not None and manifest.get("generator") == GENERATOR)
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        raise DemoDatasetError(f"{out} is not empty and holds no demo dataset (no {MANIFEST} written by this "
+                               "generator): give a new or empty folder")
     previous = _read_json(partial_path) if partial_path.exists() else manifest
-    reuse = previous is not None and previous.get("params", previous) == params
+    reuse = previous is not None and previous.get("params") == params
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # from here on the folder reads as incomplete
     _write_json_atomic(partial_path, {"params": params})
@@ -581,22 +653,23 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
     done = len(plan) - len(todo)
     t0 = time.monotonic()
     show(done)
-    if workers == 1 or len(todo) < 8:
-        for task in todo:
-            _write_clip(str(out), task, params)
-            done += 1
+    # Batches of clips, one ffmpeg each; small enough that every worker gets several.
+    per_batch = max(1, min(24, math.ceil(len(todo) / (4 * workers))))
+    batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
+    if workers == 1 or len(batches) == 1:
+        for batch in batches:
+            done += _write_batch(str(out), batch, params)
             show(done)
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
 
         ctx = multiprocessing.get_context("spawn")  # no fork of a (possibly threaded) parent
-        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=ctx) as pool:
-            futures = [pool.submit(_write_clip, str(out), task, params) for task in todo]
+        with ProcessPoolExecutor(max_workers=min(workers, len(batches)), mp_context=ctx) as pool:
+            futures = [pool.submit(_write_batch, str(out), batch, params) for batch in batches]
             try:
                 for fut in as_completed(futures):
-                    fut.result()
-                    done += 1
+                    done += fut.result()
                     show(done)
             except BaseException:
                 for fut in futures:
@@ -605,9 +678,10 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
 
     counts = {"train": {c: train_per_class for c in CLASSES}, "val": {c: val_per_class for c in CLASSES},
               "unlabelled": unlabelled, "total": len(plan)}
+    hidden = [unlabelled_class(seed, i)[0] for i in range(unlabelled)]
     manifest = {
         "name": "vjepa-demo-motion",
-        "generator": "vjepa_pipeline.data.demo_dataset",
+        "generator": GENERATOR,
         "generator_version": GENERATOR_VERSION,
         "classes": list(CLASSES),
         "counts": counts,
@@ -615,6 +689,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
         "layout": {"train": "train/<class>/<class>_NNNN.mp4", "val": "val/<class>/<class>_NNNN.mp4",
                    "unlabelled": "unlabelled/clip_NNNNN.mp4"},
         "description": "motion-defined classes: a single frame carries no label information",
+        "unlabelled_class_counts": {c: hidden.count(c) for c in CLASSES},  # the pool's hidden mix
         "written_clips": len(todo),
         "seconds": round(time.monotonic() - t0, 2),
         "params": params,
@@ -625,4 +700,5 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
 
 
 __all__ = ["CLASSES", "GENERATOR_VERSION", "SHAPES", "DemoDatasetError", "clip_rng", "dataset_clip",
-           "generate_demo_dataset", "render_clip", "render_scene", "sample_scene", "write_demo_dataset"]
+           "encode_clips", "generate_demo_dataset", "render_clip", "render_scene", "sample_scene",
+           "unlabelled_class", "write_demo_dataset"]
