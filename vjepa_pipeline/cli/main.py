@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import config_cmd, data_cmd, demo_cmd, eval_cmd, export_cmd, model_info, objective, pretrain_cmd, shards_cmd
+from . import (config_cmd, data_cmd, demo_cmd, eval_cmd, export_cmd, launch_cmd, model_info, objective, pretrain_cmd,
+               shards_cmd)
 
-COMMANDS = (demo_cmd, data_cmd, shards_cmd, pretrain_cmd, eval_cmd, export_cmd, objective, model_info, config_cmd)
+COMMANDS = (demo_cmd, data_cmd, shards_cmd, pretrain_cmd, eval_cmd, launch_cmd, export_cmd, objective, model_info,
+            config_cmd)
 
 DESCRIPTION = """\
 vjepa-pipeline: self-supervised video representation learning with V-JEPA.

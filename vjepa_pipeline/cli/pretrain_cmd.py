@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from .common import DEFAULT_RECIPE, add_config_args, load
@@ -36,5 +37,10 @@ def run(args) -> int:
     except TrainingStopped as exc:
         print(f"vjepa pretrain: stopped: {exc}", file=sys.stderr)
         return 1
+    stop = summary.get("preempted")
+    if stop:
+        print(f"preempted at step {stop['step']}: checkpoint {stop['checkpoint']}; {stop['message']}. "
+              f"Resume with the same command (a requeued job resumes by itself)")
+        return 1 if os.environ.get("SLURM_JOB_ID") and not stop["requeued"] else 0
     print(f"done: step {summary['global_step']} in {summary['run_dir']} (last checkpoint: {summary['last_checkpoint']})")
     return 0

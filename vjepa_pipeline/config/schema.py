@@ -186,20 +186,31 @@ class LoggingConfig:
 
 @dataclass
 class LaunchConfig:
-    """SLURM submission settings (used by ``vjepa launch``; ignored when run directly)."""
+    """SLURM submission settings (used by ``vjepa launch`` and by jobs running under SLURM).
 
+    One task per device: ``--nodes`` = train.num_nodes and ``--ntasks-per-node`` = train.devices
+    (checked before submission). ``gpus_per_node: 0`` runs CPU jobs (gloo) with
+    ``tasks_per_node`` processes per node.
+    """
+
+    cluster: str | None = None  # profile name or YAML (slurm/profiles/<name>.yaml) the job was launched with
     partition: str | None = None  # --partition
     account: str | None = None  # --account
     qos: str | None = None  # --qos
     time_min: int = 60  # --time in minutes (>= 60 so submitit handles preemption correctly)
     nodes: int = 1  # --nodes
-    gpus_per_node: int = 1  # --gpus-per-node (= tasks per node)
+    gpus_per_node: int = 1  # --gpus-per-node (= tasks per node); 0 = CPU job
+    tasks_per_node: int | None = None  # --ntasks-per-node; None = gpus_per_node (1 on CPU)
     cpus_per_task: int = 8  # --cpus-per-task
     mem_per_gpu: str | None = None  # --mem-per-gpu, e.g. "64G"
+    mem: str | None = None  # --mem per node (CPU jobs), e.g. "16G"
     constraint: str | None = None  # --constraint, e.g. "h100"
     exclude: str | None = None  # --exclude node list
-    signal_delay_s: int = 120  # USR2 this many seconds before the time limit
+    setup: list[str] = field(default_factory=list)  # shell lines run before srun (module load ...)
+    signal: str = "USR2"  # signal SLURM sends before the time limit (--signal=<signal>@<delay>)
+    signal_delay_s: int = 120  # send it this many seconds before the time limit
     max_requeues: int = 10  # give up after this many preemption/timeout requeues
+    array_parallelism: int = 64  # job arrays (shards, eval): tasks running at once
 
 
 @dataclass

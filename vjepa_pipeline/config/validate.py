@@ -244,6 +244,10 @@ def config_problems(cfg: Config) -> list[str]:
         c.positive(f"launch.{key}", getattr(la, key))
     for key in ("gpus_per_node", "signal_delay_s", "max_requeues"):
         c.non_negative(f"launch.{key}", getattr(la, key))
+    c.positive("launch.tasks_per_node", la.tasks_per_node)
+    c.positive("launch.array_parallelism", la.array_parallelism)
+    if la.signal.upper().removeprefix("SIG") not in ("USR1", "USR2"):
+        c.add(f"launch.signal: must be USR2 or USR1 (SIGTERM belongs to SLURM's kill sequence), got {la.signal!r}")
     if la.time_min > 0 and la.signal_delay_s >= la.time_min * 60:
         c.add(
             f"launch.signal_delay_s: {la.signal_delay_s} s is not shorter than "

@@ -2,7 +2,8 @@
 
 Re-running the same command resumes from ``runs/<name>/last``: weights, optimizer, EMA target,
 schedules (functions of the optimizer step), masks (functions of the data step) and each rank's
-loader stream continue where they stopped.
+loader stream continue where they stopped. ``launch.signal`` (USR2) checkpoints and stops at an
+agreed step; under SLURM the job then requeues itself (see preemption.py).
 """
 
 from __future__ import annotations
@@ -84,11 +85,25 @@ def is_interactive() -> bool:
 
 def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
     """Train ``cfg``; returns a small summary. Resumes automatically from the run directory."""
+    from .preemption import PreemptionFlag, signal_number
+
+    # Installed first: a preemption signal during start-up must not kill the process.
+    flag = PreemptionFlag(signal_number(cfg.launch.signal))
+    flag.install()
+    try:
+        return _pretrain(cfg, flag, extra_callbacks, progress)
+    finally:
+        flag.uninstall()
+
+
+def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
     import lightning as L
 
+    from . import slurm_job
     from .data import JEPAData
     from .metrics import MetricsCallback
     from .module import JEPAModule
+    from .preemption import PreemptionCallback
 
     use_gpu = torch.cuda.is_available() and cfg.train.accelerator != "cpu"
     if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
@@ -103,6 +118,7 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     dump_config(cfg, run_dir / "config.yaml")
     last = read_last(run_dir)
+    slurm_job.record_job_start(run_dir, str(last) if last else None)
     interactive = is_interactive() if progress is None else progress
 
     module = JEPAModule(cfg, last_checkpoint=str(last) if last else None)
@@ -116,6 +132,7 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
                                    "config": config_to_dict(cfg)},
                         world_size=t.devices * t.num_nodes, precision=precision, interactive=interactive,
                         rankme_threshold=t.collapse_rankme_threshold),
+        preemption := PreemptionCallback(run_dir, flag, cfg.launch.max_requeues),
         *extra_callbacks,
     ]
     if cfg.logging.probe_train and cfg.logging.probe_val:
@@ -129,7 +146,7 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
         gradient_clip_val=cfg.optim.clip_grad, gradient_clip_algorithm="norm", logger=False,
         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=interactive,
         num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
-        callbacks=callbacks, default_root_dir=str(run_dir),
+        callbacks=callbacks, default_root_dir=str(run_dir), plugins=slurm_job.lightning_plugins() or None,
     )
     if t.compile:
         module.encoder = torch.compile(module.encoder)
@@ -144,4 +161,5 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
                     weights_only=None if ckpt is None or Path(ckpt).is_dir() else True)
     final = read_last(run_dir)
     return {"run_dir": str(run_dir), "global_step": trainer.global_step,
-            "last_checkpoint": str(final) if final else None, "resumed_from": str(last) if last else None}
+            "last_checkpoint": str(final) if final else None, "resumed_from": str(last) if last else None,
+            "preempted": preemption.result}
