@@ -296,7 +296,7 @@ def _agree_worker(rank: int, init_file: str, out: str):
     class Trainer:  # the attributes PreemptionCallback._agreed reads
         world_size = 2
 
-        class strategy:  # noqa: N801
+        class strategy:
             root_device = "cpu"
 
     flag = PreemptionFlag()

@@ -64,7 +64,7 @@ def register(sub) -> None:
     pt.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})")
     pt.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     _resource_args(pt)
-    pt.set_defaults(run=run_pretrain)
+    pt.set_defaults(run=run_pretrain, intermixed_overrides=True)
 
     ev = stages.add_parser("eval", help="eval suite as a job array (one task per dataset and encoder)")
     ev.add_argument("--suite", type=Path, required=True, help="suite YAML (see eval/)")
@@ -79,7 +79,7 @@ def register(sub) -> None:
     ev.add_argument("--config", type=Path, help="YAML whose launch.* section gives the resources")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="dotted launch.* overrides")
     _resource_args(ev)
-    ev.set_defaults(run=run_eval)
+    ev.set_defaults(run=run_eval, intermixed_overrides=True)
 
     sh = stages.add_parser("shards", help="shard building as a job array, then a dependent pack job")
     sh.add_argument("source", type=Path, help="video folder or manifest")
@@ -88,7 +88,7 @@ def register(sub) -> None:
     sh.add_argument("--config", type=Path, help="YAML recipe whose shards.* and launch.* sections are used")
     sh.add_argument("overrides", nargs="*", metavar="key=value", help="dotted shards.* / launch.* overrides")
     _resource_args(sh)
-    sh.set_defaults(run=run_shards)
+    sh.set_defaults(run=run_shards, intermixed_overrides=True)
 
 
 def _resolve(args):

@@ -9,8 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import (config_cmd, data_cmd, demo_cmd, eval_cmd, export_cmd, launch_cmd, model_info, objective, pretrain_cmd,
-               shards_cmd)
+from . import (
+    config_cmd,
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    launch_cmd,
+    model_info,
+    objective,
+    pretrain_cmd,
+    shards_cmd,
+)
 
 COMMANDS = (demo_cmd, data_cmd, shards_cmd, pretrain_cmd, eval_cmd, launch_cmd, export_cmd, objective, model_info,
             config_cmd)
@@ -42,7 +52,12 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import ConfigError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides after options (commands that allow it: `vjepa launch ...`)
+        if getattr(args, "intermixed_overrides", False) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return 2

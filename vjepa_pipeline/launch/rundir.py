@@ -17,8 +17,6 @@ The resolved config is ``<run_dir>/config.yaml``; job logs go to ``<run_dir>/log
 from __future__ import annotations
 
 import getpass
-import hashlib
-import json
 import os
 import socket
 import subprocess
@@ -27,9 +25,8 @@ import time
 from pathlib import Path
 
 from ..utils.atomic import atomic_write_text
+from ..utils.code_state import write_code_state
 from ..utils.jsonl import append_jsonl, read_jsonl
-
-PACKAGE = Path(__file__).resolve().parents[1]
 
 
 def launch_dir(run_dir: str | os.PathLike) -> Path:
@@ -40,40 +37,8 @@ def logs_dir(run_dir: str | os.PathLike) -> Path:
     return Path(run_dir) / "logs"
 
 
-def _git(*args: str, cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout if out.returncode == 0 else None
-
-
-def code_state(repo: Path = PACKAGE.parent) -> tuple[dict, str]:
-    """(summary, uncommitted diff) of the code being launched."""
-    commit = _git("rev-parse", "HEAD", cwd=repo)
-    if commit is None:  # not a checkout (installed package): hash the sources instead
-        h = hashlib.sha256()
-        for path in sorted(PACKAGE.rglob("*.py")):
-            h.update(str(path.relative_to(PACKAGE)).encode())
-            h.update(path.read_bytes())
-        return {"git": None, "package_sha256": h.hexdigest()}, ""
-    diff = _git("diff", "HEAD", "--", ".", cwd=repo) or ""
-    untracked = (_git("ls-files", "--others", "--exclude-standard", cwd=repo) or "").split()
-    branch = (_git("rev-parse", "--abbrev-ref", "HEAD", cwd=repo) or "").strip()
-    return {"git": str(repo), "commit": commit.strip(), "branch": branch, "dirty": bool(diff.strip()),
-            "untracked_files": len(untracked)}, diff
-
-
 def record_code(run_dir: Path) -> dict:
-    info, diff = code_state()
-    d = launch_dir(run_dir)
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(d / "code.json", json.dumps(info, indent=1) + "\n")
-    if diff:
-        atomic_write_text(d / "code.diff", diff)
-    else:
-        (d / "code.diff").unlink(missing_ok=True)
-    return info
+    return write_code_state(launch_dir(run_dir))
 
 
 def record_submission(run_dir: Path, job_id: str, script: str, stage: str, cluster: str | None,
@@ -93,7 +58,7 @@ def live_jobs(run_dir: Path) -> dict[str, str]:
     if not ids:
         return {}
     try:
-        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)], capture_output=True,
+        out = subprocess.run(["squeue", "-h", "-o", "%i %T", "-j", ",".join(ids)], check=False, capture_output=True,
                              text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}

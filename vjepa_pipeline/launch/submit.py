@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -183,7 +184,7 @@ def submit(launch: Launch, wait: bool = False, log=print) -> list[str]:
             jobs = executor.submit_array(launch.tasks)
         else:
             jobs = [executor.submit(launch.tasks[0])]
-    except Exception as exc:  # noqa: BLE001 - sbatch errors arrive as several submitit types
+    except Exception as exc:
         raise LaunchError(f"sbatch failed: {str(exc).strip().splitlines()[-1] if str(exc).strip() else exc}") from exc
     main_id = jobs[0].job_id.split("_")[0]
     script = _submission_script(launch.folder, jobs[0].job_id, main_id)

@@ -68,9 +68,10 @@ class PreemptionFlag:
 
 
 class PreemptionCallback(L.Callback):
-    """Checks the flag after every optimizer step; on an agreed signal saves, requeues and stops.
+    """Checks the flag after every optimizer step; on an agreed signal saves and stops the trainer.
 
-    ``result`` is None, or after a preemption ``{"step", "requeued", "message", "checkpoint"}``.
+    ``result`` is None, or after a preemption ``{"step", "requeued", "message", "checkpoint",
+    "signal"}``; call ``finish`` after ``fit`` to requeue.
     """
 
     def __init__(self, run_dir: str | os.PathLike, flag: PreemptionFlag, max_requeues: int = 10,
@@ -106,15 +107,26 @@ class PreemptionCallback(L.Callback):
             raise RuntimeError("PreemptionCallback needs the run's RunCheckpointer callback")
         path = ckpt.run_dir / "checkpoints" / f"step_{step:010d}" if ckpt._last_step == step else \
             ckpt.save(trainer, pl_module, step)  # collective: every rank writes its part
-        requeued, message = False, "requeue disabled"
-        if trainer.is_global_zero:
-            if self.requeue:
-                requeued, message = slurm_job.requeue(self.run_dir, step, self.max_requeues,
-                                                      reason=signal.Signals(self.flag.signum).name)
-            log.warning("preempted at step %d: checkpoint %s; %s", step, path, message)
+        # Rank 0 decides whether the job will requeue (budget left, under SLURM) and tells the others;
+        # the requeue itself runs after fit() returned (``finish``): `scontrol requeue` makes SLURM
+        # send SIGTERM at once, which must not land inside Lightning's loop and its collectives.
+        plan = (False, "requeue disabled")
+        if trainer.is_global_zero and self.requeue:
+            plan = slurm_job.can_requeue(self.run_dir, self.max_requeues)
         if trainer.world_size > 1 and dist.is_initialized():
-            box = [(requeued, message)]
+            box = [plan]
             dist.broadcast_object_list(box, src=0)
-            requeued, message = box[0]
-        self.result = {"step": step, "requeued": requeued, "message": message, "checkpoint": str(path)}
+            plan = box[0]
+        self.result = {"step": step, "requeued": plan[0], "message": plan[1], "checkpoint": str(path),
+                       "signal": signal.Signals(self.flag.signum).name}
+        if trainer.is_global_zero:
+            log.warning("preempted at step %d: checkpoint %s; %s", step, path, plan[1])
         trainer.should_stop = True
+
+    def finish(self, is_global_zero: bool) -> dict | None:
+        """After fit(): global rank 0 requeues the job when that was planned. Returns ``result``."""
+        r = self.result
+        if r is not None and r["requeued"] and is_global_zero:
+            r["requeued"], r["message"] = slurm_job.requeue(self.run_dir, r["step"], self.max_requeues,
+                                                            reason=r["signal"])
+        return r

@@ -159,7 +159,8 @@ def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
         # directories carry DeepSpeed's own objects and are read by DeepSpeed.
         trainer.fit(module, datamodule=data, ckpt_path=ckpt,
                     weights_only=None if ckpt is None or Path(ckpt).is_dir() else True)
+    stop = preemption.finish(trainer.is_global_zero)  # rank 0 requeues here, after fit() let go
     final = read_last(run_dir)
     return {"run_dir": str(run_dir), "global_step": trainer.global_step,
             "last_checkpoint": str(final) if final else None, "resumed_from": str(last) if last else None,
-            "preempted": preemption.result}
+            "preempted": stop}

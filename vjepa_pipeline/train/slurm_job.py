@@ -15,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..utils.code_state import write_code_state
 from ..utils.jsonl import append_jsonl, read_jsonl
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,8 @@ def ensure_master_addr() -> None:
     except OSError:
         pass
     try:
-        out = subprocess.run(["scontrol", "show", "node", "-o", node], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["scontrol", "show", "node", "-o", node], check=False, capture_output=True, text=True,
+                             timeout=30)
         fields = dict(f.split("=", 1) for f in out.stdout.split() if "=" in f)
         addr = fields.get("NodeAddr") or fields.get("NodeHostName")
     except (OSError, subprocess.TimeoutExpired):
@@ -86,16 +88,19 @@ def record_job_start(run_dir: Path, resumed_from: str | None) -> None:
     env = os.environ
     launch = Path(run_dir) / "launch"
     append_jsonl(launch / "jobs.jsonl", {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "job_id": jid, "slurm_job_id": env.get("SLURM_JOB_ID"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix_time": time.time(), "job_id": jid,
+        "slurm_job_id": env.get("SLURM_JOB_ID"),
         "restart_count": int(env.get("SLURM_RESTART_COUNT", "0")), "nodes": env.get("SLURM_JOB_NODELIST"),
         "num_nodes": int(env.get("SLURM_NNODES", "1")), "ntasks": int(env.get("SLURM_NTASKS", "1")),
         "node_name": env.get("SLURMD_NODENAME"), "partition": env.get("SLURM_JOB_PARTITION"),
         "resumed_from": resumed_from})
+    if not (launch / "code.json").exists():  # plain sbatch templates: record the code here
+        write_code_state(launch)
     script = launch / f"sbatch_{env.get('SLURM_JOB_ID')}.sh"
     if not script.exists():  # plain sbatch templates: ask SLURM for the script it runs
         try:
             subprocess.run(["scontrol", "write", "batch_script", env["SLURM_JOB_ID"], str(script)],
-                           capture_output=True, timeout=30)
+                           check=False, capture_output=True, timeout=30)
         except (OSError, subprocess.TimeoutExpired):
             pass
 
@@ -104,20 +109,31 @@ def requeues_of(run_dir: Path, jid: str) -> int:
     return sum(1 for r in read_jsonl(Path(run_dir) / "launch" / "requeues.jsonl") if r.get("job_id") == jid)
 
 
-def requeue(run_dir: Path, step: int, max_requeues: int, reason: str) -> tuple[bool, str]:
-    """``scontrol requeue`` this job unless ``max_requeues`` is reached. Returns (requeued, message)."""
+def can_requeue(run_dir: Path, max_requeues: int) -> tuple[bool, str]:
+    """Whether this job may requeue itself (under SLURM, ``max_requeues`` not reached)."""
     jid = job_id()
     if jid is None:
         return False, "not running under SLURM"
     done = requeues_of(run_dir, jid)
     if done >= max_requeues:
         return False, f"job {jid} was already requeued {done} time(s) (launch.max_requeues={max_requeues})"
+    return True, f"job {jid} will be requeued ({done + 1}/{max_requeues})"
+
+
+def requeue(run_dir: Path, step: int, max_requeues: int, reason: str) -> tuple[bool, str]:
+    """``scontrol requeue`` this job unless ``max_requeues`` is reached. Returns (requeued, message)."""
+    ok, message = can_requeue(run_dir, max_requeues)
+    if not ok:
+        return False, message
+    jid = job_id()
     try:
-        out = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(["scontrol", "requeue", jid], check=False, capture_output=True, text=True,
+                             timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return False, f"scontrol requeue {jid} failed: {exc}"
     if out.returncode != 0:
         return False, f"scontrol requeue {jid} failed: {(out.stderr or out.stdout).strip()}"
+    done = requeues_of(run_dir, jid)
     append_jsonl(Path(run_dir) / "launch" / "requeues.jsonl", {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix_time": time.time(), "job_id": jid, "step": step,
         "reason": reason, "count": done + 1})
