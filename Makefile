@@ -39,5 +39,14 @@ system-libs:
 	    || echo "note: could not install FFmpeg shared libraries; torchcodec tests will be skipped"; \
 	else echo "note: FFmpeg shared libraries not found; torchcodec tests will be skipped"; fi
 
+# A real single-machine SLURM (2 fake nodes, accounting) for the `slurm` tests and for trying
+# `vjepa launch`: apt-installs and starts it as root; see slurm/README.md.
+.PHONY: slurm-cluster
+slurm-cluster:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  slurm/local_cluster.sh install && slurm/local_cluster.sh start; \
+	else echo "note: the local SLURM cluster needs root and apt-get (see slurm/README.md);" \
+	  "tests marked slurm will be skipped"; fi
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
