@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from .common import DEFAULT_RECIPE
@@ -64,7 +65,7 @@ def register(sub) -> None:
     pt.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help=f"YAML recipe (default {DEFAULT_RECIPE})")
     pt.add_argument("overrides", nargs="*", metavar="key=value", help="dotted config overrides")
     _resource_args(pt)
-    pt.set_defaults(run=run_pretrain, intermixed_overrides=True)
+    pt.set_defaults(run=run_pretrain)
 
     ev = stages.add_parser("eval", help="eval suite as a job array (one task per dataset and encoder)")
     ev.add_argument("--suite", type=Path, required=True, help="suite YAML (see eval/)")
@@ -79,7 +80,7 @@ def register(sub) -> None:
     ev.add_argument("--config", type=Path, help="YAML whose launch.* section gives the resources")
     ev.add_argument("overrides", nargs="*", metavar="key=value", help="dotted launch.* overrides")
     _resource_args(ev)
-    ev.set_defaults(run=run_eval, intermixed_overrides=True)
+    ev.set_defaults(run=run_eval)
 
     sh = stages.add_parser("shards", help="shard building as a job array, then a dependent pack job")
     sh.add_argument("source", type=Path, help="video folder or manifest")
@@ -88,7 +89,7 @@ def register(sub) -> None:
     sh.add_argument("--config", type=Path, help="YAML recipe whose shards.* and launch.* sections are used")
     sh.add_argument("overrides", nargs="*", metavar="key=value", help="dotted shards.* / launch.* overrides")
     _resource_args(sh)
-    sh.set_defaults(run=run_shards, intermixed_overrides=True)
+    sh.set_defaults(run=run_shards)
 
 
 def _resolve(args):
@@ -99,7 +100,7 @@ def _resolve(args):
 
 
 def _go(args, launch) -> int:
-    from ..launch.submit import LaunchError, dry_run, submit
+    from ..launch.submit import JobFailed, LaunchError, dry_run, submit
 
     if args.dry_run:
         dry_run(launch)
@@ -112,6 +113,9 @@ def _go(args, launch) -> int:
         from .main import UsageError
 
         raise UsageError(str(exc)) from None
+    except JobFailed as exc:
+        print(f"vjepa launch {args.stage}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

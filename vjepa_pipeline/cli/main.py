@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # key=value overrides after options (commands that allow it: `vjepa launch ...`)
-        if getattr(args, "intermixed_overrides", False) and all("=" in e and not e.startswith("-") for e in extra):
+    if extra:  # key=value overrides after options (commands that take overrides)
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -27,6 +27,10 @@ class LaunchError(RuntimeError):
     """Submission failed (sbatch refused the job, a job of this run is still queued, ...)."""
 
 
+class JobFailed(RuntimeError):
+    """A job waited for (--wait) failed or was cancelled."""
+
+
 @dataclass
 class Launch:
     stage: str
@@ -203,10 +207,13 @@ def submit(launch: Launch, wait: bool = False, log=print) -> list[str]:
                                  final.job_id), launch.stage + "-final", launch.cfg.launch.cluster)
         log(f"submitted job {final.job_id}: runs after job {main_id} succeeds")
     if wait:
-        for job in jobs:
-            job.result()
-        if final is not None:
-            final.result()
+        try:
+            for job in [*jobs, *([final] if final is not None else [])]:
+                job.results()  # every task of the job (one per rank)
+        except Exception as exc:
+            lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+            raise JobFailed(f"{launch.stage} job {main_id} did not finish: {lines[0] if lines else exc} "
+                            f"(logs in {launch.folder})") from exc
         log(f"{launch.stage} job {main_id} finished")
     return ids
 
