@@ -89,7 +89,7 @@ def test_two_node_ddp_pretraining_through_vjepa_launch(straight_run):
     assert "GLOBAL_RANK: 0, MEMBER: 1/2" in (run / "logs" / f"{jobs[0]['job_id']}_0_log.err").read_text()
 
 
-def test_preemption_checkpoints_requeues_and_resumes_with_the_same_curve(straight_run, slurm_cluster, tmp_path):
+def test_preemption_and_requeue_resume_with_the_same_curve(straight_run, slurm_cluster, tmp_path):
     t0 = time.monotonic()
     vjepa("launch", "pretrain", *PRETRAIN, "--partition", slurm_cluster.partition, f"train.run_dir={tmp_path}",
           "logging.wandb_mode=offline")
@@ -100,23 +100,31 @@ def test_preemption_checkpoints_requeues_and_resumes_with_the_same_curve(straigh
     signalled = time.time()
     requeue = wait_until(lambda: read_jsonl(run / "launch/requeues.jsonl"), 60, f"the requeue\n{logs(run)}")[0]
     wait_until(lambda: len(read_jsonl(run / "launch/jobs.jsonl")) >= 2, 120, f"the restart\n{logs(run)}")
+    # Then a requeue without warning (as after a node failure): SIGTERM, no preemption checkpoint; the
+    # job resumes from the last periodic checkpoint and the metrics past it are rewritten.
+    wait_until(lambda: len(metrics(run)) >= 110, 120, f"step 110 of job {job}\n{logs(run)}")
+    subprocess.run(["scontrol", "requeue", job], check=True, timeout=30)
+    wait_until(lambda: len(read_jsonl(run / "launch/jobs.jsonl")) >= 3, 120, f"the 2nd restart\n{logs(run)}")
     wait_until(lambda: not queued(job), 180, f"job {job} to finish\n{logs(run)}")
     jobs = read_jsonl(run / "launch/jobs.jsonl")
     stop = requeue["step"]
     assert 30 <= stop < STEPS, f"preempted at step {stop}: too late to test a resume"
-    assert [j["job_id"] for j in jobs] == [job, job] and jobs[1]["restart_count"] == 1
+    assert [j["job_id"] for j in jobs] == [job] * 3 and [j["restart_count"] for j in jobs] == [0, 1, 2]
     assert jobs[1]["resumed_from"].endswith(f"step_{stop:010d}")  # the preemption checkpoint, not a periodic one
+    periodic = int(jobs[2]["resumed_from"].rsplit("_", 1)[1])
+    assert periodic % 50 == 0 and 100 <= periodic < STEPS, jobs[2]
+    assert len(read_jsonl(run / "launch/requeues.jsonl")) == 1  # only the USR2 requeue was the job's own
     assert (run / "last").read_text().strip() == f"step_{STEPS:010d}"
     a, b = metrics(straight_run), metrics(run)
     assert [r["step"] for r in b] == list(range(1, STEPS + 1))  # no step lost or repeated
     wandb_id = (run / "wandb_id").read_text().strip()  # both segments log into the same wandb run
     segments = sorted((run / "wandb").glob("offline-run-*"))
-    assert len(segments) == 2 and all(p.name.endswith(wandb_id) for p in segments), segments
+    assert len(segments) == 3 and all(p.name.endswith(wandb_id) for p in segments), segments
     diff = max(abs(ra["loss"] - rb["loss"]) for ra, rb in zip(a, b))
     assert diff < 1e-4, diff
     print(f"\npreempted at step {stop}; signal -> requeue {requeue['unix_time'] - signalled:.1f}s, requeue -> "
-          f"resumed job start {jobs[1]['unix_time'] - requeue['unix_time']:.1f}s; max |loss diff| {diff:.2e}; "
-          f"total {time.monotonic() - t0:.0f}s")
+          f"resumed job start {jobs[1]['unix_time'] - requeue['unix_time']:.1f}s; hard requeue resumed from step "
+          f"{periodic}; max |loss diff| {diff:.2e}; total {time.monotonic() - t0:.0f}s")
 
 
 def test_shard_job_array_builds_the_same_shards_as_a_local_build(slurm_cluster, tmp_path, generated_clips):
