@@ -319,3 +319,18 @@ def test_plan_pretrain_keeps_relative_paths(tmp_path, monkeypatch):
     launch = plan_pretrain(resolve(DEBUG, [], "local", []))
     assert launch.cfg.train.run_dir == "runs" and launch.out_dir == tmp_path / "runs/debug"
     assert launch.params["ntasks_per_node"] == 1 and "gpus_per_node" not in launch.params
+
+
+def test_a_run_with_a_live_job_is_not_submitted_twice(tmp_path, monkeypatch):
+    from vjepa_pipeline.launch.submit import LaunchError, submit
+
+    monkeypatch.chdir(tmp_path)
+    launch = plan_pretrain(resolve(DEBUG, [], "local", []))
+    rundir.record_submission(launch.out_dir, "123", "#!/bin/bash\n", "pretrain", "local")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "squeue").write_text("#!/bin/sh\necho '123 RUNNING'\n")
+    (bin_dir / "squeue").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ["PATH"])
+    with pytest.raises(LaunchError, match=r"already has a queued or running job: 123 \(RUNNING\)"):
+        submit(launch)
