@@ -172,10 +172,12 @@ def test_eval_job_array_one_task_per_dataset(straight_run, slurm_cluster, tmp_pa
 def test_plain_sbatch_template_one_node_two_tasks(slurm_cluster, tmp_path):
     args = [str(DEBUG), f"train.run_dir={tmp_path}", "train.devices=2", "train.strategy=ddp", "train.max_steps=6",
             "train.checkpoint_every_steps=3", "logging.log_every_steps=1"]
-    subprocess.run(["sbatch", "--wait", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
-                    f"--partition={slurm_cluster.partition}", "--time=10", f"--output={tmp_path}/batch.out",
-                    f"--export=ALL,VJEPA_PYTHON={sys.executable}", str(ROOT / "slurm/templates/pretrain.sbatch"), *args],
-                   check=True, env=env(), cwd=ROOT, timeout=240, capture_output=True)
+    job = subprocess.run(["sbatch", "--parsable", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1",
+                          f"--partition={slurm_cluster.partition}", "--time=10", f"--output={tmp_path}/batch.out",
+                          f"--export=ALL,VJEPA_PYTHON={sys.executable}",
+                          str(ROOT / "slurm/templates/pretrain.sbatch"), *args],
+                         check=True, env=env(), cwd=ROOT, timeout=60, capture_output=True, text=True).stdout.strip()
+    wait_until(lambda: not queued(job), 180, f"job {job}")  # (sbatch --wait polls every ~10 s)
     run = tmp_path / "debug"
     assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4, 5, 6], (tmp_path / "batch.out").read_text()
     jobs = read_jsonl(run / "launch/jobs.jsonl")
