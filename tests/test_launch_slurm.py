@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 from vjepa_pipeline.utils.jsonl import read_jsonl
 
@@ -34,16 +35,6 @@ def vjepa(*args, timeout: float = 240, cwd: Path | None = None) -> subprocess.Co
                           check=False, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     return proc
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def metrics(run_dir: Path) -> list[dict]:

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
+from waiting import wait_until
 
 pytestmark = pytest.mark.slurm
 
@@ -15,16 +16,6 @@ pytestmark = pytest.mark.slurm
 def run(*cmd: str | Path, timeout: float = 30) -> str:
     proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, check=True)
     return proc.stdout
-
-
-def wait_until(predicate, timeout: float, what: str, poll: float = 0.2):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def sacct_state(job_id: str) -> str:
