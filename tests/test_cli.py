@@ -69,6 +69,15 @@ def test_config_prints_a_resolved_config_that_reloads(tmp_path):
     assert again.returncode == 0 and again.stdout == out.stdout
 
 
+def test_output_into_a_closed_pipe_is_not_a_traceback():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "vjepa_pipeline", "config", "--config", "configs/pretrain/debug.yaml"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader leaves before the command writes (like `| head -0`; imports take ~1 s)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 0 and "Traceback" not in err, err
+
+
 def test_objective_runs_and_reports_falling_loss():
     out = vjepa("objective", "--steps", "12")
     assert out.returncode == 0, out.stderr

@@ -7,6 +7,7 @@ Exit codes: 0 success, 2 usage or configuration error (one clear line, no traceb
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import (
@@ -72,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vjepa {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `vjepa config | head`: the reader left; not an error of ours
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the interpreter's final flush does not fail again
+        return 0
 
 
 if __name__ == "__main__":
