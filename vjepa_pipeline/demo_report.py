@@ -3,18 +3,13 @@ picture of patch features and the shards' contact sheet."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .utils.atomic import atomic_path, atomic_write_text
-
-
-def _read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+from .utils.jsonl import read_jsonl
 
 
 def plot_training_curves(path: Path, runs: dict[int, list[dict]]) -> Path:
@@ -99,7 +94,7 @@ def write_demo_report(plan, result: dict) -> dict:
 
     out = plan.out / "report"
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {seed: _read_metrics(plan.out / "runs" / f"pretrain_seed{seed}") for seed in plan.seeds}
+    metrics = {seed: read_jsonl(plan.out / "runs" / f"pretrain_seed{seed}" / "metrics.jsonl") for seed in plan.seeds}
     result["loss_first_last"] = {seed: [rows[0]["loss"], rows[-1]["loss"]] for seed, rows in metrics.items() if rows}
     save_json(out / "summary.json", result)
     paths = {"summary": out / "summary.json"}
