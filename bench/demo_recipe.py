@@ -177,7 +177,8 @@ def main(argv=None) -> dict:
     summary = {"bench": "demo_recipe", "steps": a.steps, "frames": frames,
                "random_init_top1": base, "pretrained_top1": results[last]["top1"] if last else None,
                "vs_baseline": round(results[last]["top1"] / base, 3) if base and last else None,
-               "chance_top1": round(100 / len(dd.CLASSES), 1), "supervised_ceiling": ceiling, "curve": {str(k): v for k, v in results.items()},
+               "chance_top1": round(100 / len(dd.CLASSES), 1), "supervised_ceiling": ceiling,
+               "curve": {str(k): v for k, v in results.items()},
                "loss_first": round(float(np.mean(losses[:10])), 4) if losses else None,
                "loss_last": round(float(np.mean(losses[-10:])), 4) if losses else None,
                "overrides": a.overrides, "device": "cpu"}
