@@ -102,7 +102,8 @@ def supervised_ceiling(cfg, data: dict, steps: int, probe_cfg) -> dict:
         logits = head(features(encoder, data["val"][0])[:, 0, 0].mean(1))
     end_to_end = 100.0 * float((logits.argmax(1).numpy() == data["val"][1]).mean())
     seconds = time.perf_counter() - t0
-    print(f"  supervised end to end ({steps} steps, {seconds:.0f} s): val top-1 {end_to_end:.1f}%", flush=True)
+    print(f"  supervised end to end ({steps} steps, {seconds:.0f} s): val top-1 {end_to_end:.1f}%",
+          flush=True)
     row = probe(encoder, data, probe_cfg, "supervised (ceiling)")
     return {**row, "end_to_end_top1": round(end_to_end, 1), "steps": steps}
 
