@@ -108,71 +108,46 @@ def test_bad_arguments_are_rejected():
                                             ("move_down", 1, 1)])
 def test_translations_go_where_their_name_says(cls, axis, sign):
     for _, info in debug_clips(cls, 12):
-        actor = info["scene"]["actors"][0]
-        moved = path(info["layers"]["objects"][actor][0])[-1]
-        assert sign * moved[axis] >= 0.15 * SIZE, moved
+        moved = path(info["layers"]["coverage"])[-1]
+        assert sign * moved[axis] >= 0.2 * SIZE, moved
         assert abs(moved[1 - axis]) <= 0.3 * abs(moved[axis]), moved  # within +-15 deg of the axis
-        other = 1 - actor
-        assert np.abs(path(info["layers"]["objects"][other][0])[-1]).max() < 0.05 * SIZE  # only jitters
-        visible, full = info["layers"]["visible"][0], info["layers"]["objects"][actor][0]
-        assert np.allclose(visible, full)  # a mover never goes behind the bar
 
 
 @pytest.mark.parametrize("cls,sign", [("rotate_cw", 1), ("rotate_ccw", -1)])
 def test_rotations_turn_the_way_their_name_says(cls, sign):
     for _, info in debug_clips(cls, 12):
-        actor = info["scene"]["actors"][0]
-        cov, marker = info["layers"]["objects"][actor]
+        cov, marker = info["layers"]["coverage"], info["layers"]["marker"]
         angles = np.unwrap([orientation(c, m) for c, m in zip(cov, marker)])
         turn = math.degrees(angles[-1] - angles[0])
         assert sign * turn > 60, turn
-        assert np.mean(sign * np.diff(angles) > 0) >= 0.8  # steadily one way (small markers: pixel noise)
-        r = info["scene"]["objects"][actor]["r"].max()  # an L's area centre circles its pivot
-        assert np.abs(path(cov)[-1]).max() < 0.05 * SIZE + r  # and stays in place
+        assert np.all(sign * np.diff(angles) > 0)  # steadily one way
+        assert np.abs(path(cov)[-1]).max() < 0.04 * SIZE  # and stays in place
 
 
 @pytest.mark.parametrize("cls", ["grow", "shrink"])
 def test_grow_and_shrink_change_the_area(cls):
     for _, info in debug_clips(cls, 12):
-        cov = info["layers"]["objects"][info["scene"]["actors"][0]][0]
-        area = cov.sum(axis=(1, 2))
+        area = info["layers"]["coverage"].sum(axis=(1, 2))
         ratio = area[-1] / area[0]
         if cls == "grow":
-            assert ratio > 1.8 and np.all(np.diff(area) > -0.5), area
+            assert ratio > 2.0 and np.all(np.diff(area) > 0), area
         else:
-            assert ratio < 1 / 1.8 and np.all(np.diff(area) < 0.5), area
+            assert ratio < 1 / 2.0 and np.all(np.diff(area) < 0), area
 
 
-def test_occluded_object_disappears_behind_the_bar_and_comes_out_on_the_other_side():
-    for _, info in debug_clips("occluded_reappear", 16):
-        scene, layers = info["scene"], info["layers"]
-        actor = scene["actors"][0]
-        full, visible = layers["objects"][actor][0], layers["visible"][0]
-        area, seen = full.sum(axis=(1, 2)), visible.sum(axis=(1, 2))
-        assert seen[0] > 0.95 * area[0] and seen[-1] > 0.95 * area[-1]  # fully visible at both ends
-        hidden = np.flatnonzero(seen < 0.02 * area)
-        assert hidden.size >= 1 and 0 < hidden.min() and hidden.max() < FRAMES - 1  # gone in between
-        axis = 0 if scene["bar"]["orient"] == "v" else 1
-        moved = path(full)[-1][axis]
-        assert abs(moved) > scene["bar"]["width"]  # crossed it
-        # the other object is never hidden by the bar
-        other = layers["objects"][1 - actor][0]
-        assert np.allclose(other * (1 - layers["bar"]), other)
-
-
-@pytest.mark.parametrize("cls", ["approach", "separate"])
-def test_approach_and_separate_change_the_distance_between_the_two_objects(cls):
-    for _, info in debug_clips(cls, 12):
-        a, b = (track(info["layers"]["objects"][i][0]) for i in info["scene"]["actors"])
-        dist = np.hypot(*wrap(a - b).T)
-        change = dist[-1] - dist[0]
-        if cls == "approach":
-            assert change < -0.1 * SIZE and np.all(np.diff(dist) < 0.3), dist
-        else:
-            assert change > 0.1 * SIZE and np.all(np.diff(dist) > -0.3), dist
-        moved = np.abs(path(info["layers"]["objects"][0][0])[-1]).max(), np.abs(
-            path(info["layers"]["objects"][1][0])[-1]).max()
-        assert min(moved) > 0.02 * SIZE  # both move
+@pytest.mark.parametrize("cls", ["move_right", "rotate_cw", "grow"])
+def test_the_texture_moves_with_the_object(cls):
+    """Many pixels inside the object change between consecutive frames (the motion is carried by
+    the texture, not only by the outline); the background does not move."""
+    for clip, info in debug_clips(cls, 4):
+        cov = info["layers"]["coverage"]
+        inside = (cov[:-1] > 0.99) & (cov[1:] > 0.99)
+        outside = (cov[:-1] < 0.01) & (cov[1:] < 0.01)
+        clean = np.abs(np.diff(info["clean"].astype(float), axis=0)).sum(-1)  # no noise, grey background
+        assert (clean[inside] > 2).mean() > 0.3, (clean[inside] > 2).mean()
+        first = np.broadcast_to(clip[:1], clip.shape)[1:]  # the background at frame 0 ...
+        seen = outside & (cov[:1] < 0.01)  # ... where the object was not at frame 0 either
+        assert np.abs(clip[1:][seen].astype(float) - first[seen]).mean() < 3  # only noise: it stays put
 
 
 def test_start_positions_and_sizes_do_not_depend_on_the_class():
@@ -180,14 +155,14 @@ def test_start_positions_and_sizes_do_not_depend_on_the_class():
     frame has the same spread for grow, shrink and still classes."""
     for cls in ("move_left", "move_right", "move_up", "move_down"):
         scenes = [dd.sample_scene(cls, rng(7, i), SIZE, FRAMES) for i in range(100)]
-        starts = np.array([s["objects"][s["actors"][0]]["cx"][0] for s in scenes])
+        starts = np.array([s["object"]["cx"][0] for s in scenes])
         resultant = abs(np.exp(2j * np.pi * starts / SIZE).mean())  # 0 for uniform, 1 for a point
         assert resultant < 0.25, (cls, resultant)
     pick = np.random.default_rng(0)
     sizes = {}
     for cls in ("grow", "shrink", "rotate_cw"):
         scenes = [dd.sample_scene(cls, rng(8, i), SIZE, FRAMES) for i in range(150)]
-        sizes[cls] = np.log([s["objects"][s["actors"][0]]["r"][pick.integers(FRAMES)] for s in scenes])
+        sizes[cls] = np.log([s["object"]["r"][pick.integers(FRAMES)] for s in scenes])
     for cls in ("grow", "shrink"):
         assert abs(sizes[cls].mean() - sizes["rotate_cw"].mean()) < 0.1
         assert abs(sizes[cls].std() - sizes["rotate_cw"].std()) < 0.08
@@ -327,7 +302,7 @@ def test_dataset_layout_manifest_and_videos(tmp_path):
     assert info["counts"]["train"] == dict.fromkeys(CLASSES, 2)
     assert info["counts"]["val"] == dict.fromkeys(CLASSES, 1)
     assert sum(info["unlabelled_class_counts"].values()) == 6
-    assert info["counts"]["unlabelled"] == 6 and info["counts"]["total"] == 11 * 3 + 6
+    assert info["counts"]["unlabelled"] == 6 and info["counts"]["total"] == len(CLASSES) * 3 + 6
     for split, per in (("train", 2), ("val", 1)):
         assert sorted(p.name for p in (out / split).iterdir()) == sorted(CLASSES)
         for cls in CLASSES:
@@ -393,7 +368,7 @@ def test_refuses_a_folder_that_is_not_a_demo_dataset(tmp_path):
 def test_batched_encoding_matches_write_video_byte_for_byte(tmp_path):
     from vjepa_pipeline.shards.media import write_video
 
-    clips = [render_clip(cls, rng(4, i), 32, 8) for i, cls in enumerate(("grow", "move_up", "approach"))]
+    clips = [render_clip(cls, rng(4, i), 32, 8) for i, cls in enumerate(("grow", "move_up", "rotate_cw"))]
     dd.encode_clips([(tmp_path / f"batch{i}.mp4", c) for i, c in enumerate(clips)], fps=8, crf=dd.CRF)
     for i, c in enumerate(clips):
         write_video(tmp_path / f"single{i}.mp4", c, fps=8, crf=dd.CRF)
@@ -419,8 +394,8 @@ def test_cli_generate_demo(tmp_path):
     out = vjepa(*args)
     assert out.returncode == 0, out.stderr
     line = out.stdout.strip()
-    assert len(line.splitlines()) == 1 and "25 clips written" in line and " s" in line
-    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["counts"]["total"] == 25
+    assert len(line.splitlines()) == 1 and f"{2 * len(CLASSES) + 3} clips written" in line and " s" in line
+    assert json.loads((tmp_path / "d" / "dataset.json").read_text())["counts"]["total"] == 2 * len(CLASSES) + 3
     again = vjepa(*args)
     assert again.returncode == 0 and "nothing written" in again.stdout
     bad = vjepa("data", "generate-demo", "--out", str(tmp_path / "e"), "--size", "31")

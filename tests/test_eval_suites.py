@@ -124,11 +124,17 @@ def test_demo_suite():
     (d,) = suite.datasets
     assert d.train.replace("\\", "/").endswith("runs/demo/shards/train")
     assert d.val.replace("\\", "/").endswith("runs/demo/shards/val")
-    assert (d.num_frames, d.crop_size, d.segments, d.views) == (16, 64, 1, 1)
+    from vjepa_pipeline.config import load_config
+
+    recipe = load_config(EVAL.parent / "configs" / "pretrain" / "demo.yaml")
+    # the probe sees exactly the clips the demo encoder was pretrained on
+    assert (d.num_frames, d.frame_step, d.crop_size) == (recipe.data.num_frames, recipe.data.frame_step,
+                                                         recipe.data.crop_size)
+    assert (d.segments, d.views) == (1, 1)
     assert d.num_classes is None
-    assert d.probe.kind == "attentive" and 128 % d.probe.num_heads == 0  # demo encoder width 128
-    assert (d.probe.epochs, d.probe.batch_size) == (20, 32)
-    assert d.probe.lrs == [1e-3, 3e-3] and d.probe.weight_decays == [0.01, 0.05]
+    assert d.probe.kind == "attentive" and recipe.model.embed_dim % d.probe.num_heads == 0
+    assert (d.probe.epochs, d.probe.batch_size) == (80, 32)
+    assert d.probe.lrs == [3e-3, 1e-2] and d.probe.weight_decays == [0.01, 0.05]
 
 
 def test_eval_readme_lists_every_suite():

@@ -180,13 +180,14 @@ def test_demo_recipe_is_cpu_sized():
     cfg = _load("demo.yaml")
     m, d, t = cfg.model, cfg.data, cfg.train
     assert d.source == "shards" and d.path == "runs/demo/shards"
-    assert (d.num_frames, d.crop_size, d.batch_size, d.num_workers) == (16, 64, 8, 2)
+    assert (d.num_frames, d.frame_step, d.crop_size, d.batch_size, d.num_workers) == (8, 2, 64, 8, 2)
     assert t.precision == "32" and t.devices == t.num_nodes == 1
     assert cfg.logging.wandb_mode == "disabled"
     assert 100 <= t.max_steps <= 1000
     dim, depth, heads, _ = m.resolved_size()
     assert 96 <= dim <= 192 and 4 <= depth <= 6 and 4 <= heads <= 6
-    assert m.predictor.embed_dim < dim
+    assert m.predictor.embed_dim == dim  # a narrower predictor never learned positions in the budget
+    assert all(mask.max_temporal_keep == 0.5 for mask in cfg.masks)  # predict the second half
     with torch.device("meta"):
         n_enc = sum(p.numel() for p in build_encoder(m, d.num_frames, d.crop_size).parameters())
     assert n_enc < 3e6

@@ -11,15 +11,14 @@ GENERATE_HELP = """\
 Generate the demo dataset: tiny motion-centric action recognition, in the spirit of
 Something-Something. A clip's label is what happens over time, never what a frame looks like:
 
-  move_left move_right move_up move_down   one object translates
-  rotate_cw rotate_ccw                     one object turns (clockwise on screen / anti-clockwise)
-  grow shrink                              one object scales up / down
-  occluded_reappear                        one object passes behind the bar and comes out again
-  approach separate                        two objects move towards / away from each other
+  move_left move_right move_up move_down   the object translates
+  rotate_cw rotate_ccw                     the object turns (clockwise on screen / anti-clockwise)
+  grow shrink                              the object scales up / down
 
-Every clip shows two marked objects and a bar on a drifting textured background, with shapes,
-colours, sizes, positions and speeds drawn independently of the label (the world wraps around at
-the edges), so a single frame says nothing about the class. Deterministic in --seed.
+Every clip shows one large textured object (with a marked side) on a static textured
+background, with outline, texture, colours, size, position and orientation drawn independently
+of the label (the world wraps around at the edges), so a single frame says nothing about the
+class. Deterministic in --seed.
 
 Written under --out:
   train/<class>/*.mp4, val/<class>/*.mp4   folder per class (`vjepa shards build` labels them)

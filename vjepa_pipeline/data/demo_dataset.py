@@ -2,39 +2,30 @@
 
 A clip's label is WHAT HAPPENS OVER TIME, never what a frame looks like:
 
-    move_left  move_right  move_up  move_down   one object translates (direction within +-15 deg)
-    rotate_cw  rotate_ccw                       one object turns 80-150 deg (clockwise on screen)
-    grow       shrink                           one object scales by 1.5-2x
-    occluded_reappear                           one object passes behind the bar and comes out
-                                                on the other side (fully hidden for >= 1 frame)
-    approach   separate                         two objects move towards / away from each other
+    move_left  move_right  move_up  move_down   the object translates (direction within +-15 deg)
+    rotate_cw  rotate_ccw                       the object turns 70-140 deg (clockwise on screen)
+    grow       shrink                           the object scales by 1.5-1.9x
 
-Every clip holds the same cast whatever its class: two marked objects and one opaque bar over a
-smooth, slowly drifting, tinted background, plus mild per-frame noise. Shape (square, disc,
-triangle, cross, L, T, arrow, diamond), colours, sizes, start positions, speeds, directions and the
-nuisance motion are drawn independently of the label. Every object carries a contrasting stripe
-(the "marker") on one side, so any rotation is visible, discs and squares included.
+Every clip shows one large textured object (a rounded box, a quarter to two thirds of the frame
+wide) over a static textured background. The object's outline (squareness, aspect), its colour
+texture, the background, sizes, start position and orientation are drawn independently of the
+label; one side of the object carries a contrasting band (the "marker"), so turns show in the
+outline and the pixels alike. Motion is carried by many pixels (the texture moves with the
+object), which is what lets a CPU-sized V-JEPA learn it in minutes: small objects on busy
+backgrounds were not learnable at this scale, not even with labels (docs/benchmarks.md).
 
 A single frame carries no label information, by construction:
 
-* The world is a torus: whatever leaves one edge re-enters at the opposite one (objects, bar and
-  background are all periodic). Positions are then uniform in EVERY frame for every class, so a
-  move_left clip does not start on the right. Orientations are uniform on the circle likewise.
+* The world is a torus: whatever leaves one edge re-enters at the opposite one (object and
+  background are periodic), so positions are uniform in EVERY frame for every class.
+  Orientations are uniform on the circle likewise.
 * Sizes: a growing object's log-size runs linearly from ``a`` to ``a + g``; shrinking is the time
   reverse; objects of the other classes take the log-size ``a + g * t'/(T-1)`` at a random frame
   ``t'``, so the size seen in a random frame has the same distribution in every class.
-* Two objects and one bar in every clip. Object N sits where an object crossing the bar would be at
-  a random frame ``t_ref`` (so it is half or fully hidden as often as the occluded_reappear actor
-  is); object F never touches the bar. Their distance at ``t_ref`` is drawn like an approaching
-  pair's distance at a random frame. The class only decides who acts and how, and the motion
-  passes through this layout at ``t_ref``: the occluded_reappear actor is N, the approach /
-  separate pair is N and F, every other actor is F; a non-acting object only jitters (drift
-  <= 3 % of the frame, turn <= 8 deg, size +-5 %).
+* What the class does not move only jitters: drift <= 3 % of the frame, turn <= 8 deg, size +-5 %.
 
-Linear classifiers on single frames (pixels, Fourier magnitudes) stay at chance, while the same
-classifier on motion measured from consecutive frame differences is near perfect
-(tests/test_demo_dataset.py). What remains is second order: a fast mover changes its distance to
-the other object over the clip, which a still pair does not.
+Linear classifiers on single frames stay at chance, while the same classifier on motion measured
+from consecutive frame differences is near perfect (tests/test_demo_dataset.py).
 
 Everything is deterministic in (seed, split, index): clip ``i`` of class ``c`` in split ``s``
 comes from ``numpy.random.SeedSequence([seed, split code, c, i])``.
@@ -60,10 +51,9 @@ from pathlib import Path
 
 import numpy as np
 
-CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink",
-           "occluded_reappear", "approach", "separate")
+CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink")
 GENERATOR = "vjepa_pipeline.data.demo_dataset"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: one large textured object (v1: small flat objects, a bar, 11 classes)
 MANIFEST = "dataset.json"
 PARTIAL = ".demo_dataset_partial.json"  # marks a folder this generator is (or was) writing into
 SPLIT_CODES = {"train": 1, "val": 2, "unlabelled": 3}
@@ -71,67 +61,26 @@ CRF = 18
 MIN_SIZE, MIN_FRAMES = 16, 4
 
 # Scene parameters, as fractions of the frame side unless named otherwise.
-R_RANGE = (0.05, 0.11)         # object half-extent (all shape points lie within it)
-SCALE_CHANGE = (1.5, 2.0)      # grow / shrink factor over the clip
-MOVE_DIST = (0.18, 0.36)       # translation over the clip
+R_RANGE = (0.17, 0.36)         # object half-extent (the rounded box lies within it)
+SCALE_CHANGE = (1.5, 1.9)      # grow / shrink factor over the clip
+MOVE_DIST = (0.25, 0.45)       # translation over the clip
 MOVE_JITTER_DEG = 15.0         # direction deviation from the axis
-ROTATION_DEG = (80.0, 150.0)   # rotation over the clip
-APPROACH_DIST = (0.14, 0.24)   # change of the centre distance of approach / separate
-APPROACH_GAP = (0.02, 0.06)    # edge gap between the two objects at their closest
-APPROACH_MAX_DIST = 0.44       # farthest centre distance (< 0.5: the short way round stays the short way)
-BAR_EXTRA = (0.05, 0.09)       # bar width beyond the object's diameter
-OCCLUDE_GAP = (0.02, 0.06)     # clearance between object and bar at the first and last frame
-NUISANCE_DRIFT = 0.03          # slow drift of objects that are not translating
+ROTATION_DEG = (70.0, 140.0)   # rotation over the clip
+SQUARENESS = (2.5, 6.0)        # superellipse exponent of the outline (2: ellipse, large: box)
+ASPECT = (0.7, 1.0)            # short / long axis of the outline
+NUISANCE_DRIFT = 0.03          # slow drift of an object that is not translating
 NUISANCE_ROT_DEG = 8.0
-NUISANCE_SCALE = 0.05          # +- log-size drift of objects that are not scaling
-BG_DRIFT = 0.04
-NOISE_STD = 0.012              # per-pixel, per-frame noise (0..1 scale)
-MARKER_FROM = 0.3              # the marker is the part of the shape with local u > MARKER_FROM
-CLEARANCE = 0.016              # smallest gap between an object and the bar / the other object
+NUISANCE_SCALE = 0.05          # +- log-size drift of an object that is not scaling
+BG_TINT, BG_AMP, BG_WAVES = 0.12, 0.05, 6      # background: base 0.5 +- tint, wave amplitude
+OBJ_TINT, OBJ_AMP, OBJ_WAVES = 0.15, 0.13, 8   # object texture
+OBJ_FREQ = (0.12, 0.45)        # object texture frequency, cycles per object half-extent
+MARKER_FROM = 0.55             # the marker is the part of the object with local u > MARKER_FROM
+MARKER_SHIFT = 0.3             # the marker is this much darker (on light texture) or lighter
+NOISE_STD = 0.004              # per-pixel, per-frame noise (0..1 scale)
 
 
 class DemoDatasetError(Exception):
     """The output folder cannot hold the demo dataset (the message says why)."""
-
-
-# --------------------------------------------------------------------------------------------
-# Shapes: unions of convex polygons (or the unit disc) in local coordinates within radius 1.
-
-
-def _rect(x0: float, x1: float, y0: float, y1: float) -> list[tuple[float, float]]:
-    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
-
-
-_SHAPE_POLYGONS: dict[str, list[list[tuple[float, float]]] | None] = {
-    "square": [_rect(-0.7, 0.7, -0.7, 0.7)],
-    "disc": None,
-    "triangle": [[(1.0, 0.0), (-0.5, 0.866), (-0.5, -0.866)]],
-    "cross": [_rect(-0.95, 0.95, -0.3, 0.3), _rect(-0.3, 0.3, -0.95, 0.95)],
-    "L": [_rect(-0.7, -0.2, -0.7, 0.7), _rect(-0.7, 0.7, 0.2, 0.7)],
-    "T": [_rect(0.22, 0.7, -0.7, 0.7), _rect(-0.7, 0.22, -0.22, 0.22)],
-    "arrow": [_rect(-0.9, 0.1, -0.25, 0.25), [(0.1, -0.7), (0.95, 0.0), (0.1, 0.7)]],
-    "diamond": [[(0.95, 0.0), (0.0, 0.6), (-0.95, 0.0), (0.0, -0.6)]],
-}
-SHAPES = tuple(_SHAPE_POLYGONS)
-
-
-def _half_planes(poly: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """Outward unit normals (k, 2) and offsets (k,) of a convex polygon: inside <=> n.p <= c."""
-    pts = np.asarray(poly, dtype=np.float64)
-    centre = pts.mean(axis=0)
-    normals, offsets = [], []
-    for a, b in zip(pts, np.roll(pts, -1, axis=0)):
-        n = np.array([b[1] - a[1], a[0] - b[0]])
-        n /= np.linalg.norm(n)
-        if n @ (centre - a) > 0:
-            n = -n
-        normals.append(n)
-        offsets.append(n @ a)
-    return np.array(normals), np.array(offsets)
-
-
-_SHAPE_PARTS = {name: None if polys is None else [_half_planes(p) for p in polys]
-                for name, polys in _SHAPE_POLYGONS.items()}
 
 
 def _wrap(d: np.ndarray, period: float) -> np.ndarray:
@@ -139,63 +88,8 @@ def _wrap(d: np.ndarray, period: float) -> np.ndarray:
     return (d + period / 2) % period - period / 2
 
 
-def _object_coverage(shape: str, cx, cy, theta, r, size: int):
-    """Anti-aliased coverage of an object and of its marker, on the torus, in a window around it.
-
-    Returns (iy (T, S, 1), ix (T, 1, S), coverage (T, S, S), marker coverage (T, S, S)): frame t's
-    window covers pixels (iy[t], ix[t]) (indices wrap around the frame). A local point (u, v) is
-    drawn at screen offset r * R(theta) (u, v); the image y axis points down, so increasing theta
-    turns the object clockwise on screen."""
-    cx, cy, rr = (np.asarray(a, dtype=np.float64) for a in (cx, cy, r))
-    half = math.ceil(float(rr.max()) + 2.0)
-    span = min(2 * half + 1, size)
-    steps = np.arange(span)
-    ox, oy = np.floor(cx).astype(np.int64) - half, np.floor(cy).astype(np.int64) - half  # window origins
-    dx = (ox[:, None] + steps[None, :] + 0.5 - cx[:, None])[:, None, :]  # (T, 1, S), exact offsets
-    dy = (oy[:, None] + steps[None, :] + 0.5 - cy[:, None])[:, :, None]  # (T, S, 1)
-    c, s = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
-    rr = rr[:, None, None]
-    u = (c * dx + s * dy) / rr
-    v = (-s * dx + c * dy) / rr
-    parts = _SHAPE_PARTS[shape]
-    if parts is None:
-        sd = np.sqrt(u * u + v * v) - 0.95
-    else:
-        sd = None
-        for normals, offsets in parts:
-            d = normals[0, 0] * u + normals[0, 1] * v - offsets[0]
-            for (nx, ny), off in zip(normals[1:], offsets[1:]):
-                d = np.maximum(d, nx * u + ny * v - off)
-            sd = d if sd is None else np.minimum(sd, d)
-    cov = np.clip(0.5 - sd * rr, 0.0, 1.0)  # signed distance in pixels -> coverage
-    marker = np.clip(0.5 + (u - MARKER_FROM) * rr, 0.0, 1.0) * cov
-    iy = ((oy[:, None] + steps[None, :]) % size)[:, :, None]
-    ix = ((ox[:, None] + steps[None, :]) % size)[:, None, :]
-    return iy, ix, cov, marker
-
-
-def _full_frame(iy: np.ndarray, ix: np.ndarray, window: np.ndarray, size: int) -> np.ndarray:
-    out = np.zeros((window.shape[0], size, size))
-    out[np.arange(window.shape[0])[:, None, None], iy, ix] = window
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # Scene sampling
-#
-# Every clip has two objects and a bar. Object N ("near the bar") sits where a crossing object
-# would be at a random frame t_ref of a crossing (so it is as often half or fully hidden as the
-# occluded_reappear actor); object F ("free") is clear of the bar in every frame. Their distance
-# at t_ref is drawn like an approaching pair's distance at a random frame. The class decides
-# which object acts and how; its motion passes through the t_ref layout at frame t_ref.
-
-
-def _colour(rng: np.random.Generator, avoid: list[np.ndarray], min_dist: float = 0.4) -> np.ndarray:
-    for _ in range(100):
-        col = rng.uniform(0.05, 0.95, 3)
-        if all(np.linalg.norm(col - a) >= min_dist for a in avoid):
-            return col
-    return col
 
 
 def _log_size(rng: np.random.Generator, size: int) -> tuple[float, float]:
@@ -205,226 +99,125 @@ def _log_size(rng: np.random.Generator, size: int) -> tuple[float, float]:
     return rng.uniform(lo, hi - g), g
 
 
-def _static_radius(rng: np.random.Generator, size: int, frames: int) -> float:
-    """An object size distributed like a growing object's size at a random frame."""
-    a, g = _log_size(rng, size)
-    return math.exp(a + g * rng.integers(frames) / (frames - 1))
-
-
-def _appearance(rng: np.random.Generator, bg: np.ndarray) -> dict:
-    colour = _colour(rng, [bg])
-    marker = colour * 0.25 if colour @ [0.299, 0.587, 0.114] > 0.5 else colour * 0.25 + 0.75
-    return {"shape": SHAPES[rng.integers(len(SHAPES))], "colour": colour, "marker": marker}
-
-
-def _still_tracks(rng: np.random.Generator, pos: np.ndarray, r: np.ndarray | float, dtau: np.ndarray,
-                  size: float, drift_axis: np.ndarray | None = None) -> dict:
-    """Tracks of an object that only jitters: slow drift through ``pos`` at t_ref (``dtau`` is
-    tau - tau_ref), a slight turn, a slight size change (unless ``r`` is already a track)."""
-    if drift_axis is None:
-        a = rng.uniform(0, 2 * math.pi)
-        drift_axis = np.array([math.cos(a), math.sin(a)])
-    drift = rng.uniform(-1, 1) * NUISANCE_DRIFT * size * drift_axis
-    theta0 = rng.uniform(0, 2 * math.pi)
-    spin = math.radians(rng.uniform(-NUISANCE_ROT_DEG, NUISANCE_ROT_DEG))
-    scale = rng.uniform(-NUISANCE_SCALE, NUISANCE_SCALE)
-    r = np.asarray(r, dtype=np.float64)
-    return {"pos": pos[None, :] + drift[None, :] * dtau[:, None], "theta": theta0 + spin * dtau,
-            "r": r * np.exp(scale * dtau) if r.ndim == 0 else r}
-
-
-def _clear(f: dict, n: dict, bar: dict, size: int) -> bool:
-    """F clear of the bar in every frame, and the two objects never overlapping."""
-    axis = 0 if bar["orient"] == "v" else 1
-    margin = CLEARANCE * size
-    if (np.abs(_wrap(f["pos"][:, axis] - bar["centre"], size)) <= bar["width"] / 2 + f["r"] + margin).any():
-        return False
-    d = _wrap(f["pos"] - n["pos"], size)
-    return bool((np.hypot(d[:, 0], d[:, 1]) > f["r"] + n["r"] + margin).all())
+def _waves(rng: np.random.Generator, n: int, amp: float, freq: tuple[float, float] | None) -> dict:
+    """``n`` colour waves: integer wave vectors in [-1, 1]^2 (periodic on the frame) when ``freq`` is
+    None, otherwise real ones with |k| in ``freq`` (cycles per unit of the local coordinates)."""
+    ks, amps = [], []
+    for _ in range(n):
+        if freq is None:
+            k = rng.integers(-1, 2, 2).astype(np.float64)
+            while not k.any():
+                k = rng.integers(-1, 2, 2).astype(np.float64)
+        else:
+            ang = rng.uniform(0, 2 * math.pi)
+            k = rng.uniform(*freq) * np.array([math.cos(ang), math.sin(ang)])
+        ks.append(k)
+        amps.append(amp * rng.uniform(0.5, 1.0, 3) / math.sqrt(max(1.0, float(np.hypot(*k)))))
+    return {"k": np.array(ks), "amp": np.array(amps), "phase": rng.uniform(0, 2 * math.pi, n)}
 
 
 def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int = 16) -> dict:
     """Draw everything a clip of class ``cls`` needs (pure function of the rng state).
 
-    Returns {"background", "bar", "objects": [two dicts with tracks cx, cy, theta, r over frames
-    (pixels, radians; r is the half-extent)], "actors": indices of the acting objects}."""
+    Returns {"class", "size", "frames", "background": {"base", "waves"}, "object": {"cx", "cy",
+    "theta", "r" (tracks over frames: pixels, radians; r is the half-extent), "power", "aspect",
+    "base", "waves"}}."""
     if cls not in CLASSES:
         raise ValueError(f"unknown class {cls!r}; classes: {', '.join(CLASSES)}")
     if frames < MIN_FRAMES:
         raise ValueError(f"frames must be >= {MIN_FRAMES}, got {frames}")
     if size < MIN_SIZE:
         raise ValueError(f"size must be >= {MIN_SIZE}, got {size}")
-    for _ in range(1000):  # a layout that cannot be completed (rare) is drawn again
-        scene = _try_scene(cls, rng, size, frames)
-        if scene is not None:
-            return scene
-    raise RuntimeError(f"could not lay out a {cls} clip of {size} px")  # not seen in practice
-
-
-def _try_scene(cls: str, rng: np.random.Generator, size: int, frames: int) -> dict | None:
     W, T = float(size), frames
     tau = np.linspace(0.0, 1.0, T)
-
-    # Background: a tint plus a few periodic low-frequency waves, drifting slowly.
-    bg_base = rng.uniform(0.25, 0.75, 3)
-    waves = []
-    for _ in range(8):
-        k = rng.integers(-4, 5, 2)
-        while not k.any():
-            k = rng.integers(-4, 5, 2)
-        amp = rng.uniform(0.02, 0.07) / math.sqrt(np.hypot(*k))
-        waves.append((k, amp * rng.uniform(0.5, 1.0, 3), rng.uniform(0, 2 * math.pi)))
-    a = rng.uniform(0, 2 * math.pi)
-    background = {"base": bg_base, "waves": waves,
-                  "drift": rng.uniform(0, BG_DRIFT * W) * np.array([math.cos(a), math.sin(a)])}
-
-    # Bar, and object N on a crossing path relative to it, seen at frame t_ref.
-    orient = "v" if rng.random() < 0.5 else "h"
-    normal = np.array([1.0, 0.0]) if orient == "v" else np.array([0.0, 1.0])
-    along = normal[::-1].copy()
-    r_n = _static_radius(rng, size, T)
-    bar = {"orient": orient, "width": 2 * r_n + rng.uniform(*BAR_EXTRA) * W, "centre": rng.uniform(0, W),
-           "colour": _colour(rng, [bg_base]),
-           "shade": (int(rng.integers(1, 3)), rng.uniform(0, 2 * math.pi), rng.uniform(0.0, 0.1))}
-    t_c = min(max(int(rng.integers(round(0.35 * (T - 1)), round(0.65 * (T - 1)) + 1)), 1), T - 2)
-    speed = (bar["width"] / 2 + r_n + rng.uniform(*OCCLUDE_GAP) * W) / min(t_c, T - 1 - t_c)  # px/frame
-    cross = (1.0 if rng.random() < 0.5 else -1.0) * speed * (np.arange(T) - t_c)  # offset from the bar
-    slant = math.tan(math.radians(rng.uniform(-10, 10)))
-    t_ref = int(rng.integers(T))
+    t_ref = int(rng.integers(T))  # the nuisance motions pass through the drawn pose at t_ref
     dtau = tau - tau[t_ref]
-    n_ref = bar["centre"] * normal + cross[t_ref] * normal + rng.uniform(0, W) * along
+    background = {"base": 0.5 + rng.uniform(-BG_TINT, BG_TINT, 3), "waves": _waves(rng, BG_WAVES, BG_AMP, None)}
 
-    # Object F's size, and the pair distance at t_ref (as an approaching / separating pair's).
+    a, g = _log_size(rng, size)
     if cls in ("grow", "shrink"):
-        la, lg = _log_size(rng, size)
-        r_f = np.exp(la + lg * (tau if cls == "grow" else 1.0 - tau))
+        r = np.exp(a + g * (tau if cls == "grow" else 1.0 - tau))
     else:
-        r_f = np.float64(_static_radius(rng, size, T))
-    near = (float(np.max(r_f)) + r_n) * (1 + NUISANCE_SCALE) + rng.uniform(*APPROACH_GAP) * W
-    change = max(0.0, min(rng.uniform(*APPROACH_DIST) * W, APPROACH_MAX_DIST * W - near))
-    pair_dist = near + change * (1.0 - tau if cls == "approach" else tau)  # used by approach / separate
-    d_ref = float(pair_dist[t_ref])
-
-    # Class-specific motion parameters (drawn once, outside the placement retries).
+        r = math.exp(a + g * rng.integers(T) / (T - 1)) * np.exp(
+            rng.uniform(-NUISANCE_SCALE, NUISANCE_SCALE) * dtau)
+    pos_ref, theta_ref = rng.uniform(0, W, 2), rng.uniform(0, 2 * math.pi)
     if cls.startswith("move_"):
-        base = {"move_left": math.pi, "move_right": 0.0, "move_up": -math.pi / 2,
-                "move_down": math.pi / 2}[cls]
+        base = {"move_left": math.pi, "move_right": 0.0, "move_up": -math.pi / 2, "move_down": math.pi / 2}[cls]
         ang = base + math.radians(rng.uniform(-MOVE_JITTER_DEG, MOVE_JITTER_DEG))
-        shift = rng.uniform(*MOVE_DIST) * W * np.array([math.cos(ang), math.sin(ang)])
-    elif cls.startswith("rotate_"):
-        turn = math.radians(rng.uniform(*ROTATION_DEG)) * (1 if cls == "rotate_cw" else -1)
-    share = rng.uniform(0.3, 0.7)  # approach / separate: F's part of the distance change
-
-    app_f, app_n = _appearance(rng, bg_base), _appearance(rng, bg_base)
-    for attempt in range(200):  # place F around N; retry the direction until F is clear
-        phi = rng.uniform(0, 2 * math.pi)
-        e = np.array([math.cos(phi), math.sin(phi)])
-        f_ref = n_ref + d_ref * e
-        if attempt >= 100 and cls not in ("approach", "separate"):
-            f_ref = rng.uniform(0, W, 2)  # a long mover may not fit at distance d_ref: anywhere then
-        f = _still_tracks(rng, f_ref, r_f, dtau, W)
-        if cls in ("approach", "separate"):
-            n = _still_tracks(rng, n_ref, r_n, dtau, W)
-            mid = f_ref - share * d_ref * e  # fixed point: F = mid + share d(t) e, N = mid - (1-share) d(t) e
-            f["pos"] = mid[None, :] + share * pair_dist[:, None] * e[None, :]
-            n["pos"] = mid[None, :] - (1.0 - share) * pair_dist[:, None] * e[None, :]
-        else:
-            n = _still_tracks(rng, n_ref, r_n, dtau, W, drift_axis=along)  # drifts along the bar only
-            if cls == "occluded_reappear":
-                off = cross - cross[t_ref]
-                n["pos"] = n_ref[None, :] + off[:, None] * (normal + slant * along)[None, :]
-            elif cls.startswith("move_"):
-                f["pos"] = f_ref[None, :] + dtau[:, None] * shift[None, :]
-            elif cls.startswith("rotate_"):
-                f["theta"] = f["theta"][t_ref] + turn * dtau
-        if _clear(f, n, bar, size):
-            break
+        velocity = rng.uniform(*MOVE_DIST) * W * np.array([math.cos(ang), math.sin(ang)])
     else:
-        return None
-
-    objects = []
-    for app, tracks in ((app_n, n), (app_f, f)):  # N first: drawn behind F
-        pos = tracks["pos"] % W
-        objects.append({**app, "cx": pos[:, 0], "cy": pos[:, 1], "theta": tracks["theta"],
-                        "r": np.broadcast_to(tracks["r"], (T,)).astype(np.float64)})
-    actors = {"occluded_reappear": [0], "approach": [0, 1], "separate": [0, 1]}.get(cls, [1])
-    return {"class": cls, "size": size, "frames": T, "background": background, "bar": bar,
-            "objects": objects, "actors": actors}
+        ang = rng.uniform(0, 2 * math.pi)
+        velocity = rng.uniform(-1, 1) * NUISANCE_DRIFT * W * np.array([math.cos(ang), math.sin(ang)])
+    if cls.startswith("rotate_"):
+        spin = math.radians(rng.uniform(*ROTATION_DEG)) * (1 if cls == "rotate_cw" else -1)
+    else:
+        spin = math.radians(rng.uniform(-NUISANCE_ROT_DEG, NUISANCE_ROT_DEG))
+    pos = (pos_ref[None, :] + dtau[:, None] * velocity[None, :]) % W
+    obj = {"cx": pos[:, 0], "cy": pos[:, 1], "theta": theta_ref + spin * dtau,
+           "r": np.broadcast_to(r, (T,)).astype(np.float64),
+           "power": rng.uniform(*SQUARENESS), "aspect": rng.uniform(*ASPECT),
+           "base": 0.5 + rng.uniform(-OBJ_TINT, OBJ_TINT, 3), "waves": _waves(rng, OBJ_WAVES, OBJ_AMP, OBJ_FREQ)}
+    return {"class": cls, "size": size, "frames": T, "background": background, "object": obj}
 
 
 # --------------------------------------------------------------------------------------------
 # Rendering
 
 
-def _render_background(bg: dict, size: int, frames: int) -> np.ndarray:
-    """(T, H, W, 3) float32: cos(kx*x + ky*y + phase) split into products of 1-D factors, summed
-    over the waves with one batched matmul."""
+def _texture(waves: dict, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Sum of colour waves at local coordinates u, v (any shape S): (S..., 3) float32."""
+    arg = 2 * math.pi * (u[..., None] * waves["k"][:, 0] + v[..., None] * waves["k"][:, 1]) + waves["phase"]
+    return (np.cos(arg).astype(np.float32) @ waves["amp"].astype(np.float32))
+
+
+def object_layers(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Coverage (T, H, W), marker coverage (T, H, W) and local coordinates u, v (T, H, W; in units
+    of the half-extent) of the scene's object. A local point (u, v) is drawn at screen offset
+    r * R(theta) (u, v); the image y axis points down, so increasing theta turns clockwise."""
+    size, obj = scene["size"], scene["object"]
     pix = np.arange(size, dtype=np.float64) + 0.5
-    tau = np.linspace(0.0, 1.0, frames)
-    sx = pix[None, :] - bg["drift"][0] * tau[:, None]  # (T, W)
-    sy = pix[None, :] - bg["drift"][1] * tau[:, None]  # (T, H)
-    k = np.array([w[0] for w in bg["waves"]], dtype=np.float64)  # (K, 2)
-    amp = np.array([w[1] for w in bg["waves"]], dtype=np.float64)  # (K, 3)
-    phase = np.array([w[2] for w in bg["waves"]])
-    ax = 2 * math.pi * k[:, 0, None, None] * sx[None] / size + phase[:, None, None]  # (K, T, W)
-    ay = 2 * math.pi * k[:, 1, None, None] * sy[None] / size  # (K, T, H)
-    left = np.concatenate([np.cos(ay), -np.sin(ay)], axis=0).transpose(1, 2, 0)  # (T, H, 2K)
-    right = np.concatenate([np.cos(ax)[..., None] * amp[:, None, None, :],
-                            np.sin(ax)[..., None] * amp[:, None, None, :]], axis=0)  # (2K, T, W, 3)
-    right = right.transpose(1, 0, 2, 3).reshape(frames, 2 * len(k), size * 3)
-    img = np.matmul(left.astype(np.float32), right.astype(np.float32)).reshape(frames, size, size, 3)
-    return img + bg["base"].astype(np.float32)
+    dx = _wrap(pix[None, None, :] - obj["cx"][:, None, None], size)  # (T, 1, W)
+    dy = _wrap(pix[None, :, None] - obj["cy"][:, None, None], size)  # (T, H, 1)
+    c, s = np.cos(obj["theta"])[:, None, None], np.sin(obj["theta"])[:, None, None]
+    r = obj["r"][:, None, None]
+    u = (c * dx + s * dy) / r
+    v = (-s * dx + c * dy) / r
+    p = obj["power"]
+    norm = (np.abs(u) ** p + np.abs(v / obj["aspect"]) ** p) ** (1.0 / p)  # 1 on the outline
+    cov = np.clip((1.0 - norm) * r * obj["aspect"] + 0.5, 0.0, 1.0)  # ~signed distance in pixels
+    marker = np.clip((u - MARKER_FROM) * r + 0.5, 0.0, 1.0) * cov
+    return cov, marker, u, v
 
 
 def render_scene(scene: dict, rng: np.random.Generator | None = None, noise: bool = True,
                  background: bool = True, layers: bool = False) -> tuple[np.ndarray, dict | None]:
-    """Frames (T, H, W, 3) uint8 of a scene, and with ``layers=True`` the coverage maps they were
-    composed from: ``objects`` [(coverage, marker coverage) (T, H, W)] per object as drawn before
-    the bar, ``bar`` (H, W), ``visible`` (T, H, W) of each actor after the bar.
+    """Frames (T, H, W, 3) uint8 of a scene, and with ``layers=True`` the maps they were composed
+    from: {"coverage", "marker"} (T, H, W) of the object.
 
     ``noise=False`` / ``background=False`` (flat mid-grey) give clean renders for measuring."""
     size, T = scene["size"], scene["frames"]
     if background:
-        img = _render_background(scene["background"], size, T)
+        bg = scene["background"]
+        pix = (np.arange(size, dtype=np.float64) + 0.5) / size
+        img = bg["base"].astype(np.float32) + _texture(bg["waves"], pix[None, :], pix[:, None])  # (H, W, 3)
     else:
-        img = np.full((T, size, size, 3), 0.5, dtype=np.float32)
-    t_idx = np.arange(T)[:, None, None]
-    windows = []
-    for obj in scene["objects"]:
-        iy, ix, cov, mark = _object_coverage(obj["shape"], obj["cx"], obj["cy"], obj["theta"], obj["r"], size)
-        windows.append((iy, ix, cov, mark))
-        c, m = cov.astype(np.float32)[..., None], mark.astype(np.float32)[..., None]
-        patch = img[t_idx, iy, ix]
-        img[t_idx, iy, ix] = (patch * (1.0 - c) + (c - m) * obj["colour"].astype(np.float32)
-                              + m * obj["marker"].astype(np.float32))
-    bar = scene["bar"]
-    pix = np.arange(size, dtype=np.float64) + 0.5
-    band = np.clip(bar["width"] / 2 + 0.5 - np.abs(_wrap(pix - bar["centre"], size)), 0.0, 1.0)
-    cycles, phase, depth = bar["shade"]
-    shade = 1.0 + depth * np.cos(2 * math.pi * cycles * pix / size + phase)  # along the bar
-    cols = np.flatnonzero(band)
-    colour = (bar["colour"][None, :] * shade[:, None]).astype(np.float32)  # (along, 3)
-    b = band[cols].astype(np.float32)
-    if bar["orient"] == "v":  # img[:, :, cols]: (T, H, n, 3)
-        b = b[:, None]
-        img[:, :, cols] = img[:, :, cols] * (1.0 - b) + colour[:, None, :] * b
-    else:  # img[:, cols]: (T, n, W, 3)
-        b = b[:, None, None]
-        img[:, cols] = img[:, cols] * (1.0 - b) + colour[None, :, :] * b
+        img = np.full((size, size, 3), 0.5, dtype=np.float32)
+    img = np.broadcast_to(img, (T, size, size, 3))
+    obj = scene["object"]
+    cov, marker, u, v = object_layers(scene)
+    colour = obj["base"].astype(np.float32) + _texture(obj["waves"], u, v)
+    lum = colour @ np.float32([0.299, 0.587, 0.114])
+    shift = np.where(lum > 0.5, -MARKER_SHIFT, MARKER_SHIFT).astype(np.float32)  # contrasting band
+    colour = colour + marker[..., None].astype(np.float32) * shift[..., None]
+    c = cov[..., None].astype(np.float32)
+    out = img * (1.0 - c) + colour * c
     if noise:
         rng = rng if rng is not None else np.random.default_rng(0)
-        img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(NOISE_STD)
-    img *= np.float32(255.0)
-    np.rint(img, out=img)
-    frames = np.clip(img, 0, 255).astype(np.uint8)
-    if not layers:
-        return frames, None
-    bar_cov = np.broadcast_to(band[None, :], (size, size)) if bar["orient"] == "v" else \
-        np.broadcast_to(band[:, None], (size, size))
-    full = [(_full_frame(iy, ix, cov, size), _full_frame(iy, ix, mark, size))
-            for iy, ix, cov, mark in windows]
-    visible = [full[i][0] * (1.0 - bar_cov[None]) for i in scene["actors"]]
-    return frames, {"objects": full, "bar": bar_cov, "visible": visible}
+        out += rng.standard_normal(out.shape, dtype=np.float32) * np.float32(NOISE_STD)
+    out *= np.float32(255.0)
+    np.rint(out, out=out)
+    frames = np.clip(out, 0, 255).astype(np.uint8)
+    return frames, ({"coverage": cov, "marker": marker} if layers else None)
 
 
 def render_clip(cls: str, rng: np.random.Generator, size: int = 64, frames: int = 16, *,
@@ -699,6 +492,6 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
     return manifest, len(todo)
 
 
-__all__ = ["CLASSES", "GENERATOR_VERSION", "SHAPES", "DemoDatasetError", "clip_rng", "dataset_clip",
+__all__ = ["CLASSES", "GENERATOR_VERSION", "DemoDatasetError", "clip_rng", "dataset_clip",
            "encode_clips", "generate_demo_dataset", "render_clip", "render_scene", "sample_scene",
            "unlabelled_class", "write_demo_dataset"]
