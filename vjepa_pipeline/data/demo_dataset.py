@@ -165,9 +165,14 @@ def sample_scene(cls: str, rng: np.random.Generator, size: int = 64, frames: int
 
 
 def _texture(waves: dict, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Sum of colour waves at local coordinates u, v (any shape S): (S..., 3) float32."""
-    arg = 2 * math.pi * (u[..., None] * waves["k"][:, 0] + v[..., None] * waves["k"][:, 1]) + waves["phase"]
-    return (np.cos(arg).astype(np.float32) @ waves["amp"].astype(np.float32))
+    """Sum of colour waves at local coordinates u, v (broadcastable): (S..., 3) float32.
+
+    Element-wise float64 arithmetic only: a BLAS matmul may sum in a thread-dependent order, and a
+    last-bit difference that flips one rounded pixel makes the "same" dataset differ."""
+    out = np.zeros(np.broadcast_shapes(np.shape(u), np.shape(v)) + (3,))
+    for (kx, ky), amp, phase in zip(waves["k"], waves["amp"], waves["phase"]):
+        out += np.cos(2 * math.pi * (u * kx + v * ky) + phase)[..., None] * amp
+    return out.astype(np.float32)
 
 
 def object_layers(scene: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -206,7 +211,7 @@ def render_scene(scene: dict, rng: np.random.Generator | None = None, noise: boo
     obj = scene["object"]
     cov, marker, u, v = object_layers(scene)
     colour = obj["base"].astype(np.float32) + _texture(obj["waves"], u, v)
-    lum = colour @ np.float32([0.299, 0.587, 0.114])
+    lum = 0.299 * colour[..., 0] + 0.587 * colour[..., 1] + 0.114 * colour[..., 2]
     shift = np.where(lum > 0.5, -MARKER_SHIFT, MARKER_SHIFT).astype(np.float32)  # contrasting band
     colour = colour + marker[..., None].astype(np.float32) * shift[..., None]
     c = cov[..., None].astype(np.float32)
