@@ -39,7 +39,7 @@ class DemoPlan:
     val_per_class: int = 25
     pool: int = 600
     workers: int = 2
-    probe_epochs: int = 80
+    probe_epochs: int | None = None  # None: eval/demo.yaml's
 
 
 class Stage:
@@ -95,7 +95,7 @@ def demo_suite(plan: DemoPlan, single_frame: bool = False):
     ds = suite.datasets[0]
     ds.train, ds.val = str(plan.out / "shards" / "train"), str(plan.out / "shards" / "val")
     ds.single_frame = single_frame
-    ds.probe.epochs = plan.probe_epochs
+    ds.probe.epochs = plan.probe_epochs or ds.probe.epochs
     suite.num_workers = min(suite.num_workers, plan.workers)
     return suite
 
@@ -156,7 +156,7 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None, fresh:
     out = Path(out)
     if fresh and out.exists():
         shutil.rmtree(out)
-    plan = DemoPlan(out=out, seeds=seeds or ([0] if quick else [0, 1, 2]), steps=steps or (40 if quick else 800))
+    plan = DemoPlan(out=out, seeds=seeds or ([0] if quick else [0, 1, 2]), steps=steps or (40 if quick else load_config(RECIPE).train.max_steps))
     if quick:
         plan.train_per_class, plan.val_per_class, plan.pool, plan.probe_epochs = 8, 4, 64, 5
     if minutes is not None and steps is None:  # a rough budget: ~0.13 s per step on 2 cores, 3 seeds

@@ -6,7 +6,7 @@ A clip's label is WHAT HAPPENS OVER TIME, never what a frame looks like:
     rotate_cw  rotate_ccw                       the object turns 70-140 deg (clockwise on screen)
     grow       shrink                           the object scales by 1.5-1.9x
 
-Every clip shows one large textured object (a rounded box, a quarter to two thirds of the frame
+Every clip shows one large textured object (a rounded box, a third to two thirds of the frame
 wide) over a static textured background. The object's outline (squareness, aspect), its colour
 texture, the background, sizes, start position and orientation are drawn independently of the
 label; one side of the object carries a contrasting band (the "marker"), so turns show in the
