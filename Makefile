@@ -19,11 +19,11 @@ install-test: $(VENV)/.stamp-test
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.stamp-install: pyproject.toml | $(VENV)/bin/python
+$(VENV)/.stamp-install: pyproject.toml setup.py | $(VENV)/bin/python
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.stamp-test: pyproject.toml $(VENV)/.stamp-install
+$(VENV)/.stamp-test: pyproject.toml setup.py $(VENV)/.stamp-install
 	$(PIP) install -q -e '.[test]'
 	touch $@
 

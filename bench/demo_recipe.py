@@ -35,16 +35,16 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from vjepa_pipeline.config import load_config  # noqa: E402
-from vjepa_pipeline.data import demo_dataset as dd  # noqa: E402
+from vjepa_pipeline.demo import dataset as dd  # noqa: E402
 from vjepa_pipeline.data.augment import train_augment  # noqa: E402
-from vjepa_pipeline.data.synthetic import normalize_clips  # noqa: E402
+from vjepa_pipeline.models.inputs import normalize_clips  # noqa: E402
 from vjepa_pipeline.eval.grid import train_probe_grid  # noqa: E402
 from vjepa_pipeline.eval.suite import load_suite  # noqa: E402
 from vjepa_pipeline.models.build import build_jepa  # noqa: E402
 from vjepa_pipeline.models.collapse import rankme  # noqa: E402
-from vjepa_pipeline.models.jepa import ema_momentum, param_groups  # noqa: E402
+from vjepa_pipeline.models.jepa import ema_momentum  # noqa: E402
 from vjepa_pipeline.models.masks import MaskCollator, grid_for, specs_from_config  # noqa: E402
-from vjepa_pipeline.train.schedules import apply_schedules  # noqa: E402
+from vjepa_pipeline.models.optim import apply_schedules, param_groups  # noqa: E402
 
 
 def labelled(split: str, per_class: int, frame_step: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

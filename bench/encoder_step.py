@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vjepa_pipeline.checkpoint.layouts import native_to_hf  # noqa: E402
-from vjepa_pipeline.models.sizes import VIT_SIZES  # noqa: E402
+from vjepa_pipeline.config.sizes import VIT_SIZES  # noqa: E402
 from vjepa_pipeline.models.vit import VisionTransformer  # noqa: E402
 
 

@@ -24,7 +24,7 @@ import torch  # noqa: E402
 from vjepa_pipeline.eval.encoders import FrozenEncoder  # noqa: E402
 from vjepa_pipeline.eval.grid import train_probe_grid, train_single  # noqa: E402
 from vjepa_pipeline.eval.suite import ProbeConfig  # noqa: E402
-from vjepa_pipeline.models.sizes import VIT_SIZES  # noqa: E402
+from vjepa_pipeline.config.sizes import VIT_SIZES  # noqa: E402
 from vjepa_pipeline.models.vit import VisionTransformer  # noqa: E402
 
 

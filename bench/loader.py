@@ -40,8 +40,8 @@ from vjepa_pipeline.config.schema import ShardsConfig  # noqa: E402
 from vjepa_pipeline.data.decoders import DecoderUnavailable, get_decoder  # noqa: E402
 from vjepa_pipeline.data.loader import build_train_stream  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
+from vjepa_pipeline.shards.format import iter_shard  # noqa: E402
 from vjepa_pipeline.shards.media import ffmpeg_exe  # noqa: E402
-from vjepa_pipeline.shards.tario import iter_shard  # noqa: E402
 
 FRAMES, STEP, CROP = 16, 4, 224
 
@@ -83,7 +83,7 @@ def ours(shards: Path, decoder: str, seconds: float) -> tuple[float, int]:
     next(it)  # warm-up: fills the shuffle buffer
     clips, c0 = 0, cpu_seconds()
     while cpu_seconds() - c0 < seconds:
-        clips += next(it)["clips"].shape[0]
+        clips += next(it).clips.shape[0]
     return clips / (cpu_seconds() - c0), clips
 
 
@@ -161,7 +161,7 @@ def leak_check(shards: Path, clips: int) -> tuple[float, float]:
     it = iter(build_train_stream(cfg))
     proc, done, early = psutil.Process(), 0, None
     while done < clips:
-        done += next(it)["clips"].shape[0]
+        done += next(it).clips.shape[0]
         if early is None and done >= clips // 10:
             early = proc.memory_info().rss / 2**20
     return early, proc.memory_info().rss / 2**20

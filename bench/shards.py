@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vjepa_pipeline.config.schema import ShardsConfig  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
+from vjepa_pipeline.shards.format import iter_shard  # noqa: E402
 from vjepa_pipeline.shards.media import ffmpeg_exe, probe  # noqa: E402
-from vjepa_pipeline.shards.tario import iter_shard  # noqa: E402
 
 FRAMES, STEP = 16, 4  # the V-JEPA clip: 16 frames at frame step 4
 

@@ -1,4 +1,4 @@
-"""Training-step benchmark: the Lightning trainer (`vjepa pretrain` path: JEPAModule, data module,
+"""Training-step benchmark: the Lightning trainer (`vjepa pretrain` path: ObjectiveModule, data module,
 checkpoint and metrics callbacks) against a plain-PyTorch reference step with the same model,
 masks, optimizer, EMA and generated batches, measured in the same run. The ratio is the framework
 overhead (target <= 1.05). On a GPU it also prints MFU and peak memory.
@@ -24,12 +24,13 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from vjepa_pipeline.config import load_config  # noqa: E402
-from vjepa_pipeline.data.synthetic import SyntheticClips, normalize_clips  # noqa: E402
+from vjepa_pipeline.data.synthetic import SyntheticClips  # noqa: E402
+from vjepa_pipeline.models.inputs import normalize_clips  # noqa: E402
 from vjepa_pipeline.models.build import build_jepa  # noqa: E402
 from vjepa_pipeline.models.flops import config_step_flops  # noqa: E402
-from vjepa_pipeline.models.jepa import ema_momentum, param_groups  # noqa: E402
+from vjepa_pipeline.models.jepa import ema_momentum  # noqa: E402
 from vjepa_pipeline.models.masks import MaskCollator, grid_for, specs_from_config  # noqa: E402
-from vjepa_pipeline.train.schedules import apply_schedules  # noqa: E402
+from vjepa_pipeline.models.optim import apply_schedules, param_groups  # noqa: E402
 
 
 def plain_steps(cfg, steps: int, device: str) -> list[float]:

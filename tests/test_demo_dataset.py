@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vjepa_pipeline.data import demo_dataset as dd
-from vjepa_pipeline.data.demo_dataset import CLASSES, DemoDatasetError, generate_demo_dataset, render_clip
+from vjepa_pipeline.demo import dataset as dd
+from vjepa_pipeline.demo.dataset import CLASSES, DemoDatasetError, generate_demo_dataset, render_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE, FRAMES = 64, 16

@@ -15,7 +15,7 @@ import yaml
 from vjepa_pipeline.checkpoint.interop import save_hf, save_native
 from vjepa_pipeline.config import config_to_dict, load_config
 from vjepa_pipeline.config.schema import ShardsConfig
-from vjepa_pipeline.data.synthetic import normalize_clips
+from vjepa_pipeline.models.inputs import normalize_clips
 from vjepa_pipeline.eval.encoders import FrozenEncoder, load_encoder
 from vjepa_pipeline.eval.runner import run_suite
 from vjepa_pipeline.eval.suite import load_suite
@@ -87,7 +87,7 @@ def test_hf_layout_encoder_gives_the_same_features_as_its_native_twin(tmp_path, 
 
 
 def test_official_checkpoint_needs_and_uses_model_overrides(tmp_path, native_encoder):
-    from vjepa_pipeline.checkpoint.errors import CheckpointError
+    from vjepa_pipeline.errors import CheckpointError
     from vjepa_pipeline.checkpoint.interop import save_official
 
     enc = load_encoder(native_encoder).encoder

@@ -17,7 +17,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vjepa_pipeline.checkpoint.errors import CheckpointError
+from vjepa_pipeline.errors import CheckpointError
 from vjepa_pipeline.checkpoint.export import (
     FORMATS,
     WHATS,
@@ -74,7 +74,7 @@ def optimizer_states(enc: nn.Module, pred: nn.Module) -> list[dict]:
 
 
 def lightning_checkpoint(cfg, enc, pred, target, prefix: str = "", **extra) -> dict:
-    """A dict shaped like Lightning's ``trainer.save_checkpoint`` output for our JEPAModule."""
+    """A dict shaped like Lightning's ``trainer.save_checkpoint`` output for our ObjectiveModule."""
     from importlib.metadata import version
 
     state = OrderedDict()

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from vjepa_pipeline.config import load_config
 from vjepa_pipeline.models.build import build_jepa
 from vjepa_pipeline.models.collapse import collapse_stats, per_dim_std, rankme
-from vjepa_pipeline.models.jepa import (JEPA, ema_momentum, ema_update, jepa_forward, l1_latent_loss,
-                                        param_groups)
+from vjepa_pipeline.models.jepa import JEPA, ema_momentum, ema_update, jepa_forward, l1_latent_loss
 from vjepa_pipeline.models.masks import MaskCollator, grid_for, specs_from_config
 from vjepa_pipeline.models.predictor import Predictor
 from vjepa_pipeline.models.vit import VisionTransformer, gather_tokens
 from vjepa_pipeline.train.objective_run import run_objective
-from vjepa_pipeline.train.schedules import (learning_rate, warmup_constant_cooldown_lr, warmup_cosine_lr,
-                                            weight_decay)
+from vjepa_pipeline.models.optim import (learning_rate, param_groups, warmup_constant_cooldown_lr,
+                                         warmup_cosine_lr, weight_decay)
 
 DEBUG = "configs/pretrain/debug.yaml"
 

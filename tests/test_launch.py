@@ -185,6 +185,41 @@ def test_shards_array_plan(tmp_path, capsys, generated_clips):
     assert "#SBATCH --gpus-per-node" not in out
 
 
+@pytest.mark.parametrize("array_size", [None, 3])
+def test_dry_run_script_is_what_submitit_submits(tmp_path, monkeypatch, array_size):
+    """render_script calls submitit's private _make_sbatch_string (no public API returns the
+    script): submitting through the public SlurmExecutor API, with a fake sbatch, must write the
+    very same text. Fails loudly when submitit changes or drops that function."""
+    from functools import partial
+
+    import submitit
+
+    from vjepa_pipeline.launch.resources import allocation
+    from vjepa_pipeline.launch.sbatch import describe_job, executor_parameters, render_script
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in (("srun", "exit 0"), ("sbatch", "echo 'Submitted batch job 4242'")):
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + os.environ["PATH"])
+    launch = load_config(None, ["launch.partition=gpu", "launch.account=team", "launch.qos=high", "launch.nodes=2",
+                                "launch.gpus_per_node=4", "launch.mem_per_gpu=64G", "launch.signal=USR1",
+                                "launch.setup=[module load cuda]", "launch.array_parallelism=2"]).launch
+    params = executor_parameters(launch, allocation(launch), "vjepa-test", describe_job("test", "a check"),
+                                 array=array_size is not None)
+    folder = tmp_path / "logs"
+    executor = submitit.SlurmExecutor(folder=str(folder))
+    executor.update_parameters(**params)
+    if array_size is None:
+        executor.submit(print, "job")
+    else:
+        executor.submit_array([partial(print, i) for i in range(array_size)])
+    submitted = (folder / "4242_submission.sh").read_text()
+    assert submitted == render_script(params, folder, array_size)
+    assert "#SBATCH --partition=gpu" in submitted and "module load cuda" in submitted
+
+
 # ----------------------------------------------------------------------------- run-dir records
 
 

@@ -45,18 +45,18 @@ def test_batches_have_the_configured_shape_and_labels(shard_dir):
     batches = run_epoch(data_cfg(shard_dir))
     assert len(batches) == 6
     b = batches[0]
-    assert b["clips"].shape == (4, 8, 32, 32, 3) and b["clips"].dtype == torch.uint8
-    assert len(b["keys"]) == 2  # 4 clips = 2 videos x 2 clips each
-    assert set(b["labels"].tolist()) <= {0, 1}
-    assert [x["stream"]["step"] for x in batches] == list(range(6))
-    assert [x["stream"]["role"] for x in batches] == [0, 1] * 3
+    assert b.clips.shape == (4, 8, 32, 32, 3) and b.clips.dtype == torch.uint8
+    assert len(b.keys) == 2  # 4 clips = 2 videos x 2 clips each
+    assert set(b.labels.tolist()) <= {0, 1}
+    assert [x.stream.step for x in batches] == list(range(6))
+    assert [x.stream.role for x in batches] == [0, 1] * 3
 
 
 def test_two_ranks_two_workers_cover_disjoint_shards_with_equal_batch_counts(shard_dir):
     cfg = data_cfg(shard_dir)
     per_rank = [run_epoch(cfg, rank=r, world=2) for r in range(2)]
     assert [len(b) for b in per_rank] == [6, 6]
-    keys = [Counter(k for b in batches for k in b["keys"]) for batches in per_rank]
+    keys = [Counter(k for b in batches for k in b.keys) for batches in per_rank]
     assert not set(keys[0]) & set(keys[1])  # explicit node split: no video on both ranks
     # Each (rank, role) owns shards of its own; repeats only come from resampling its own subset.
     urls, _ = expand_urls(shard_dir)
@@ -65,11 +65,11 @@ def test_two_ranks_two_workers_cover_disjoint_shards_with_equal_batch_counts(sha
 
 def test_reproducible_for_a_fixed_seed_and_different_for_another(shard_dir):
     a, b = run_epoch(data_cfg(shard_dir)), run_epoch(data_cfg(shard_dir))
-    assert [x["keys"] for x in a] == [x["keys"] for x in b]
-    assert all(torch.equal(x["clips"], y["clips"]) for x, y in zip(a, b))
+    assert [x.keys for x in a] == [x.keys for x in b]
+    assert all(torch.equal(x.clips, y.clips) for x, y in zip(a, b))
     c = run_epoch(data_cfg(shard_dir, "data.seed=1"))
-    assert [x["keys"] for x in a] != [x["keys"] for x in c] or not all(
-        torch.equal(x["clips"], y["clips"]) for x, y in zip(a, c))
+    assert [x.keys for x in a] != [x.keys for x in c] or not all(
+        torch.equal(x.clips, y.clips) for x, y in zip(a, c))
 
 
 def test_resume_mid_epoch_continues_the_exact_stream(shard_dir):
@@ -82,16 +82,16 @@ def test_resume_mid_epoch_continues_the_exact_stream(shard_dir):
     restored.load_state_dict(state.state_dict())
     step, roles = restored.position()
     rest = run_epoch(cfg, step=step, resume=roles)
-    assert [b["stream"]["step"] for b in rest] == [3, 4, 5]
-    assert [b["keys"] for b in rest] == [b["keys"] for b in full[3:]]
-    assert all(torch.equal(x["clips"], y["clips"]) for x, y in zip(rest, full[3:]))
+    assert [b.stream.step for b in rest] == [3, 4, 5]
+    assert [b.keys for b in rest] == [b.keys for b in full[3:]]
+    assert all(torch.equal(x.clips, y.clips) for x, y in zip(rest, full[3:]))
 
 
 def test_second_epoch_differs_and_starts_without_replay(shard_dir):
     cfg = data_cfg(shard_dir)
     first, second = run_epoch(cfg, step=0), run_epoch(cfg, step=6)
-    assert [b["stream"]["epoch"] for b in second] == [1] * 6
-    assert [b["keys"] for b in first] != [b["keys"] for b in second]
+    assert [b.stream.epoch for b in second] == [1] * 6
+    assert [b.keys for b in first] != [b.keys for b in second]
 
 
 def test_changed_world_size_is_refused_unless_reseeded(shard_dir):
@@ -116,7 +116,7 @@ def test_failures_are_counted_and_a_broken_dataset_stops(tmp_path, shard_dir):
     shutil.copytree(shard_dir, broken)
     import tarfile
 
-    from vjepa_pipeline.shards.tario import iter_shard
+    from vjepa_pipeline.shards.format import iter_shard
 
     # Replace the video bytes of half of the shards with junk (metadata intact).
     for i, tar_path in enumerate(sorted(broken.glob("*.tar"))):
@@ -133,7 +133,7 @@ def test_failures_are_counted_and_a_broken_dataset_stops(tmp_path, shard_dir):
                     tar.addfile(info, io.BytesIO(data))
     cfg = data_cfg(broken, "data.num_workers=0", "data.max_failure_rate=0.9")
     batches = run_epoch(cfg)
-    fails = batches[-1]["stream"]["failures"]
+    fails = batches[-1].stream.failures
     assert sum(fails.values()) > 0 and all(r.startswith("decode") for r in fails)
     strict = data_cfg(broken, "data.num_workers=0", "data.max_failure_rate=0.1", "data.batches_per_epoch=60")
     with pytest.raises(LoaderError, match="above data.max_failure_rate=0.1"):
@@ -152,8 +152,8 @@ def test_file_list_source_reads_the_official_csv(tmp_path, generated_clips):
     csv.write_text("".join(f"{p} {i % 2}\n" for i, p in enumerate(clips)))
     cfg = load_config(None, [*DATA, "data.source=csv", f"data.path={csv}", "data.num_workers=2"]).data
     batches = run_epoch(cfg)
-    assert len(batches) == 6 and batches[0]["clips"].shape == (4, 8, 32, 32, 3)
-    assert set(torch.cat([b["labels"] for b in batches]).tolist()) <= {0, 1}
+    assert len(batches) == 6 and batches[0].clips.shape == (4, 8, 32, 32, 3)
+    assert set(torch.cat([b.labels for b in batches]).tolist()) <= {0, 1}
 
 
 def test_eval_views_are_deterministic_and_cover_every_video_once(shard_dir):
@@ -185,7 +185,7 @@ def test_brace_patterns_and_pipe_urls_read_the_same_samples(shard_dir):
         build_train_stream(load_config(None, [*DATA, f"data.path={pattern}", "data.batches_per_epoch=null"]).data)
     local = run_epoch(load_config(None, [*DATA, f"data.path={pattern}"]).data)
     piped = run_epoch(load_config(None, [*DATA, f"data.path=pipe:cat {pattern}"]).data)
-    assert [b["keys"] for b in local] == [b["keys"] for b in piped]
+    assert [b.keys for b in local] == [b.keys for b in piped]
     with pytest.raises(LoaderError, match="do not exist"):
         expand_urls(f"{shard_dir}/nope-{{0..3}}.tar")
 
@@ -197,7 +197,7 @@ def test_every_failure_path_is_counted(tmp_path, shard_dir):
     import json
     import tarfile
 
-    from vjepa_pipeline.shards.tario import iter_shard
+    from vjepa_pipeline.shards.format import iter_shard
 
     bad = tmp_path / "bad"
     shutil.copytree(shard_dir, bad)
@@ -217,9 +217,9 @@ def test_every_failure_path_is_counted(tmp_path, shard_dir):
     rewrite(tars[1], lambda s: [("json", json.dumps(s["json"]).encode())])  # no mp4
     rewrite(tars[2], lambda s: [("mp4", s["mp4"]), ("json", b"{not json"), ("cls", b"0")])
     cfg = data_cfg(bad, "data.num_workers=0", "data.max_failure_rate=0.9", "data.batches_per_epoch=8")
-    last = run_epoch(cfg)[-1]["stream"]
-    assert {"unreadable shard", "incomplete sample", "bad metadata"} <= set(last["failures"]), last
-    assert sum(last["failures"].values()) < last["attempts"]
+    last = run_epoch(cfg)[-1].stream
+    assert {"unreadable shard", "incomplete sample", "bad metadata"} <= set(last.failures), last
+    assert sum(last.failures.values()) < last.attempts
     # 32-frame videos cannot hold 16 frames at step 4: skip mode drops them all, and says so.
     too_short = data_cfg(shard_dir, "data.num_workers=0", "data.short_video=skip", "data.num_frames=16",
                          "data.frame_step=4")

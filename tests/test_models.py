@@ -12,7 +12,7 @@ import torch
 
 from vjepa_pipeline.models.positions import RotaryTables, resize_table, rope_axis_dim, sincos_3d_table
 from vjepa_pipeline.models.predictor import Predictor
-from vjepa_pipeline.models.sizes import VIT_SIZES
+from vjepa_pipeline.config.sizes import VIT_SIZES
 from vjepa_pipeline.models.vit import VisionTransformer
 
 TINY = dict(embed_dim=64, depth=2, num_heads=4, patch_size=8, tubelet_size=2, num_frames=8, img_size=32)

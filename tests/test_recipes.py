@@ -10,7 +10,7 @@ import torch
 
 from vjepa_pipeline.config import load_config
 from vjepa_pipeline.models.build import build_encoder, build_predictor
-from vjepa_pipeline.train.schedules import learning_rate, weight_decay
+from vjepa_pipeline.models.optim import learning_rate, weight_decay
 
 REPO = Path(__file__).resolve().parents[1]
 PRETRAIN = REPO / "configs" / "pretrain"

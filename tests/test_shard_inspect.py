@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from vjepa_pipeline.shards.format import iter_shard
 from vjepa_pipeline.shards.inspect import DURATION_BINS, InspectError, InspectReport, inspect_shards
-from vjepa_pipeline.shards.tario import iter_shard
 
 # class -> (fps, source width): 12 frames each, so "cat" clips last 0.5 s and "dog" clips 1.5 s.
 CLASSES = {"cat": (24, 64), "dog": (8, 96)}

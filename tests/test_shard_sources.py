@@ -9,14 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from vjepa_pipeline.shards.sources import (
-    VIDEO_EXTENSIONS,
-    SourceError,
-    SourceItem,
-    discover,
-    make_uid,
-    read_label_file,
-)
+from vjepa_pipeline.shards.items import SourceError, SourceItem, make_uid
+from vjepa_pipeline.shards.labels import read_label_file
+from vjepa_pipeline.shards.sources import VIDEO_EXTENSIONS, discover
 
 UID_RE = re.compile(r"[0-9a-f]{16}")
 

@@ -15,8 +15,8 @@ import pytest
 from vjepa_pipeline.config.schema import ShardsConfig
 from vjepa_pipeline.shards import media
 from vjepa_pipeline.shards.build import ShardBuilder
+from vjepa_pipeline.shards.format import iter_shard
 from vjepa_pipeline.shards.media import MediaError, ffmpeg_exe, probe, write_video
-from vjepa_pipeline.shards.tario import iter_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,8 +18,8 @@ import pytest
 
 from vjepa_pipeline.config.schema import ShardsConfig
 from vjepa_pipeline.shards.build import BuildError, ShardBuilder, clip_ranges
+from vjepa_pipeline.shards.format import iter_shard
 from vjepa_pipeline.shards.media import EncodeSettings, encode_clip, probe
-from vjepa_pipeline.shards.tario import iter_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = dict(log=lambda *a, **k: None)
@@ -196,7 +196,7 @@ def test_sigkill_mid_build_then_rerun_equals_uninterrupted(real_footage, tmp_pat
 def test_local_job_array_matches_a_single_process_build(generated_clips, tmp_path):
     pytest.importorskip("submitit")
     from vjepa_pipeline.config import load_config
-    from vjepa_pipeline.shards.slurm import submit_build
+    from vjepa_pipeline.launch.submit import submit_build
 
     ref = tmp_path / "ref"
     build(generated_clips, ref, short_side=32, samples_per_shard=2)

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from vjepa_pipeline.config import load_config
-from vjepa_pipeline.train import module as module_lib
-from vjepa_pipeline.train.module import JEPAModule, TrainingStopped
+from vjepa_pipeline.models import jepa as module_lib  # the objective calls jepa_forward / ema_update
+from vjepa_pipeline.train.module import ObjectiveModule, TrainingStopped
 from vjepa_pipeline.train.pretrain import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,13 +106,13 @@ def test_ema_runs_once_per_optimizer_step_with_accumulation(tmp_path, monkeypatc
 
 def test_bf16_online_encoder_still_moves_the_fp32_target(tmp_path):
     cfg = cfg_for(tmp_path)
-    module = JEPAModule(cfg)
+    module = ObjectiveModule(cfg)
     module.encoder.bfloat16()
     with torch.no_grad():
         for p in module.encoder.parameters():
             p.add_(0.25)
     before = [p.clone() for p in module.target_encoder.parameters()]
-    module._acc["micro"] = 1
+    module._acc.micro = 1
     module.optimizers = lambda: torch.optim.SGD(module.encoder.parameters(), lr=0.1)
     module._after_optimizer_step(1)
     assert all(p.dtype == torch.float32 for p in module.target_encoder.parameters())

@@ -1,5 +1,5 @@
 """metrics.jsonl / wandb / MetricsCallback, driven by a real Lightning Trainer on a tiny model whose
-module fills ``step_record`` the way JEPAModule does (2 micro-batches per optimizer step)."""
+module fills ``step_record`` the way ObjectiveModule does (2 micro-batches per optimizer step)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 class FakeJEPA(pl.LightningModule):
     """Sets ``step_record`` once per optimizer step, either right after the optimizer step (as
-    JEPAModule does) or in its own on_train_batch_end every 2nd micro-batch."""
+    ObjectiveModule does) or in its own on_train_batch_end every 2nd micro-batch."""
 
     def __init__(self, where="optimizer_step", nan_steps=(), rankmes=None, flops=2e9):
         super().__init__()

@@ -49,8 +49,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .errors import CheckpointError
-from .layouts import StateDict
+from ..errors import CheckpointError
+from .layouts import StateDict, strip_key
 
 WHATS = ("target_encoder", "encoder", "predictor", "all")
 FORMATS = ("native", "official", "hf")
@@ -226,13 +226,7 @@ def clean_key(key: str) -> str:
     """Drop wrapper segments (``_forward_module.``, ``_orig_mod.`` ...) and leading ``module.``."""
     for seg in _WRAPPER_SEGMENTS:
         key = key.replace(seg, "")
-    changed = True
-    while changed:
-        changed = False
-        for prefix in _LEADING_PREFIXES:
-            if key.startswith(prefix):
-                key, changed = key[len(prefix):], True
-    return key
+    return strip_key(key, _LEADING_PREFIXES)
 
 
 def _fp32(t: torch.Tensor) -> torch.Tensor:

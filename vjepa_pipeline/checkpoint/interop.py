@@ -7,15 +7,14 @@ partial loads are a known pain of the official code). Files are read with
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from ..models.sizes import VIT_SIZES
-from ..utils.atomic import atomic_path, atomic_torch_save
-from .errors import CheckpointError
+from ..config.sizes import VIT_SIZES
+from ..errors import CheckpointError
+from ..utils.atomic import atomic_path, atomic_torch_save, write_json
 from .layouts import (POSITION_TABLE_KEYS, StateDict, detect_layout, hf_to_native, native_to_hf,
                       split_position_tables, strip_prefixes)
 
@@ -242,5 +241,5 @@ def save_hf(out_dir: str | Path, encoder: nn.Module, predictor: nn.Module | None
     sd = native_to_hf(encoder.state_dict(), predictor.state_dict() if predictor is not None else None)
     with atomic_path(out_dir / "model.safetensors") as tmp:
         save_file(_cpu_fp32(sd), str(tmp), metadata={"format": "pt"})
-    with atomic_path(out_dir / "config.json") as tmp:
-        tmp.write_text(json.dumps(hf_config_dict(encoder, predictor, num_frames, crop_size), indent=2))
+    write_json(out_dir / "config.json", hf_config_dict(encoder, predictor, num_frames, crop_size), indent=2,
+               newline=False)

@@ -19,18 +19,20 @@ HF_PREFIXES = ("vjepa2.",)
 POSITION_TABLE_KEYS = ("pos_embed", "predictor_pos_embed")
 
 
+def strip_key(key: str, prefixes: tuple[str, ...] = OFFICIAL_PREFIXES) -> str:
+    """``key`` without the wrapper prefixes that lead it (``module.backbone.x`` -> ``x``), repeatedly."""
+    changed = True
+    while changed:
+        changed = False
+        for prefix in prefixes:
+            if key.startswith(prefix):
+                key, changed = key[len(prefix):], True
+    return key
+
+
 def strip_prefixes(sd: StateDict, prefixes: tuple[str, ...] = OFFICIAL_PREFIXES) -> StateDict:
     """Remove wrapper prefixes (``module.``, ``backbone.``, ...) wherever they lead a key, repeatedly."""
-    out = {}
-    for key, value in sd.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in prefixes:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix):], True
-        out[key] = value
-    return out
+    return {strip_key(key, prefixes): value for key, value in sd.items()}
 
 
 def detect_layout(sd: StateDict) -> str:

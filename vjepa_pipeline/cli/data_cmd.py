@@ -58,8 +58,8 @@ def register(sub) -> None:
 
 
 def run_generate_demo(args) -> int:
-    from ..data.demo_dataset import DemoDatasetError, write_demo_dataset
-    from .main import UsageError
+    from ..demo.dataset import DemoDatasetError, write_demo_dataset
+    from ..errors import UsageError
 
     fps = int(args.fps) if float(args.fps).is_integer() else args.fps
     t0 = time.monotonic()

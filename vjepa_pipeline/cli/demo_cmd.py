@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..demo import run_demo
+    from ..demo.pipeline import run_demo
 
     run_demo(args.out, minutes=args.minutes, fresh=args.fresh, seeds=args.seeds, steps=args.steps, quick=args.quick)
     return 0

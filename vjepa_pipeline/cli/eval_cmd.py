@@ -17,6 +17,7 @@ or a Hugging Face VJEPA2 directory.
 
 examples:
   vjepa eval --suite eval/k400.yaml --encoder runs/vitl16
+  vjepa eval --suite k400 --encoder runs/vitl16                             # the packaged suite
   vjepa eval --suite eval/ssv2.yaml --encoder vitl16.pth --model model.size=large model.pos_embed=sincos
   vjepa eval --suite eval/k400.yaml --encoder runs/vitl16 --val-only      # re-evaluate saved probes
 """
@@ -25,7 +26,8 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser("eval", help="frozen-backbone evaluation suites", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", type=Path, required=True, help="suite YAML (see eval/)")
+    p.add_argument("--suite", type=Path, required=True,
+                   help="suite YAML, or the name of a packaged suite such as k400 (see eval/)")
     p.add_argument("--encoder", required=True, help="run dir, checkpoint, exported file or HF directory")
     p.add_argument("--out", type=Path, help="report folder (default: eval_results/<suite name>)")
     p.add_argument("--dataset", action="append", help="only this dataset of the suite (repeatable)")
@@ -37,11 +39,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..config.recipes import not_found, resolve_recipe
+    from ..errors import UsageError
     from ..eval.runner import run_suite
     from ..eval.suite import load_suite
-    from .main import UsageError
 
-    suite = load_suite(args.suite)
+    path = resolve_recipe(args.suite, "eval")
+    if path is None:
+        raise UsageError(f"--suite: no file {args.suite}, and {not_found(args.suite, 'eval')}")
+    suite = load_suite(path)
     if args.dataset:
         unknown = set(args.dataset) - {d.name for d in suite.datasets}
         if unknown:

@@ -56,7 +56,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..checkpoint.export import check_request, export
-    from .main import UsageError
+    from ..errors import UsageError
 
     try:
         check_request(args.what, args.fmt)

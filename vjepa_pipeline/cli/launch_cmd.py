@@ -110,7 +110,7 @@ def _go(args, launch) -> int:
     try:
         submit(launch, wait=args.wait)
     except LaunchError as exc:
-        from .main import UsageError
+        from ..errors import UsageError
 
         raise UsageError(str(exc)) from None
     except JobFailed as exc:
@@ -136,8 +136,8 @@ def run_eval(args) -> int:
 def run_shards(args) -> int:
     from ..launch.submit import plan_shards
     from ..shards.build import BuildError
-    from ..shards.sources import SourceError
-    from .main import UsageError
+    from ..shards.items import SourceError
+    from ..errors import UsageError
 
     try:
         launch = plan_shards(_resolve(args), args.source, args.out_dir, args.tasks)

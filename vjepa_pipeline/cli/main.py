@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 
+from ..errors import CheckpointError, ConfigError, UsageError
 from . import (
     config_cmd,
     data_cmd,
@@ -30,13 +31,10 @@ DESCRIPTION = """\
 vjepa-pipeline: self-supervised video representation learning with V-JEPA.
 
 Pipeline: raw footage -> shards -> streaming loader -> V-JEPA pretraining -> frozen-backbone eval.
-Recipes live in configs/; every command that takes --config also takes dotted overrides
+Recipes live in configs/ and ship with the package: --config takes a YAML file or a recipe name
+(debug, vjepa_vitl16, ...). Every command that takes --config also takes dotted overrides
 such as optim.lr=3e-4 model.pos_embed=sincos.
 """
-
-
-class UsageError(Exception):
-    """A user mistake the command can explain in one line (exit code 2)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,9 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..checkpoint.errors import CheckpointError
-    from ..config import ConfigError
-
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides after options (commands that take overrides)

@@ -11,7 +11,7 @@ from .common import add_config_args, load
 
 
 def register(sub) -> None:
-    from ..models.sizes import VIT_SIZES
+    from ..config.sizes import VIT_SIZES
 
     p = sub.add_parser("model-info", help="parameter counts and FLOPs of encoder/predictor sizes",
                        description="Print parameter counts (encoder, predictor), tokens per clip and FLOPs per "
@@ -55,7 +55,7 @@ def with_size(cfg, size: str):
 
 def run(args) -> int:
     from ..config import validate_config
-    from ..models.sizes import VIT_SIZES
+    from ..config.sizes import VIT_SIZES
 
     cfg = load(args)
     configs = [with_size(cfg, s) for s in VIT_SIZES] if args.all else [with_size(cfg, args.size) if args.size else cfg]

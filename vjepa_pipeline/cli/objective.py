@@ -24,7 +24,7 @@ def run(args) -> int:
 
     from ..models.build import build_encoder, build_predictor
     from ..train.objective_run import run_objective
-    from .main import UsageError
+    from ..errors import UsageError
 
     if args.steps is not None and args.steps < 1:
         raise UsageError("--steps must be >= 1")

@@ -13,6 +13,7 @@ checkpoints/, last, metrics.jsonl, wandb_id). Re-running the same command resume
 
 examples:
   vjepa pretrain --config configs/pretrain/debug.yaml
+  vjepa pretrain --config debug train.max_steps=20     # a packaged recipe, by name
   vjepa pretrain --config configs/pretrain/vjepa_vitl16.yaml data.path=/data/k400 train.devices=8
 """
 

@@ -96,16 +96,15 @@ def resolve_config(args):
 
 
 def run_build(args) -> int:
+    from ..launch.submit import LaunchError, submit_build
     from ..shards.build import BuildError, ShardBuilder
-    from ..shards.sources import SourceError
-    from .main import UsageError
+    from ..shards.items import SourceError
+    from ..errors import UsageError
 
     cfg = resolve_config(args)
     builder = ShardBuilder(args.source, args.out_dir, cfg.shards)
     try:
-        if args.slurm:
-            from ..shards.slurm import submit_build
-
+        if args.slurm:  # the path of `vjepa launch shards`
             return submit_build(builder, cfg, args.slurm_tasks)
         if args.task_index is not None or args.pack_only:
             plan = builder.plan()
@@ -116,7 +115,7 @@ def run_build(args) -> int:
                 builder.finish()
             return 0
         index = builder.run(progress=not args.no_progress)
-    except (BuildError, SourceError) as exc:
+    except (BuildError, SourceError, LaunchError) as exc:
         raise UsageError(str(exc)) from None
     print_summary(index)
     return 0
@@ -140,7 +139,7 @@ def print_summary(index: dict) -> None:
 
 def run_inspect(args) -> int:
     from ..shards.inspect import InspectError, inspect_shards
-    from .main import UsageError
+    from ..errors import UsageError
 
     try:
         report = inspect_shards(args.shard_dir, decode=not args.no_decode,

@@ -23,7 +23,8 @@ from vjepa_pipeline.config.schema import (
     ShardsConfig,
     TrainConfig,
 )
-from vjepa_pipeline.config.validate import ConfigError, config_problems, validate_config
+from vjepa_pipeline.config.validate import config_problems, validate_config
+from vjepa_pipeline.errors import ConfigError  # re-exported for convenience (defined in errors.py)
 
 __all__ = [
     "Config",

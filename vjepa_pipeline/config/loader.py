@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import os
 import re
-import tempfile
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, fields, is_dataclass
@@ -28,15 +26,12 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
+from vjepa_pipeline.config.messages import closest, describe, join_path, quoted
+from vjepa_pipeline.config.recipes import not_found, resolve_recipe
 from vjepa_pipeline.config.schema import Config
-from vjepa_pipeline.config.validate import (
-    ConfigError,
-    closest,
-    describe,
-    join_path,
-    quoted,
-    validate_config,
-)
+from vjepa_pipeline.config.validate import validate_config
+from vjepa_pipeline.errors import ConfigError
+from vjepa_pipeline.utils.atomic import atomic_path
 
 _INVALID = object()  # returned by the builders after recording a problem
 _OVERRIDE_EXAMPLE = "e.g. optim.lr=3e-4, model.pos_embed=sincos or masks.0.num_blocks=4"
@@ -382,12 +377,18 @@ def config_from_dict(
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Config:
-    """Load a recipe (None = built-in defaults), apply ``section.key=value`` overrides, validate."""
+    """Load a recipe (None = built-in defaults), apply ``section.key=value`` overrides, validate.
+
+    ``path`` is a YAML file or, when no such file exists, the name of a packaged recipe
+    (``debug``, ``pretrain/debug``, ``configs/pretrain/debug.yaml``; see ``recipes.py``)."""
     raw = config_to_dict(Config())
     source = None
     if path is not None:
-        raw = _merge(raw, _read_yaml(Path(path)))
-        source = str(path)
+        recipe = resolve_recipe(path)
+        if recipe is None:
+            raise ConfigError(f"config file not found: {path}, and {not_found(path, 'pretrain')}")
+        raw = _merge(raw, _read_yaml(recipe))
+        source = str(path) if recipe == Path(path) else str(recipe)
     _apply_overrides_to_dict(raw, overrides)
     if source and overrides:
         source += " with overrides"
@@ -427,19 +428,10 @@ _Dumper.add_representer(list, _represent_list)
 def dump_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (temp file in the same dir + os.replace)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp creates 0600; the run dir's config is meant to be read
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+        tmp.chmod(0o644)  # mkstemp creates 0600; the run dir's config is meant to be read
     return path
 
 

@@ -11,8 +11,11 @@ Keep field types within what the loader understands: int, float, bool, str, ``X 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
+
+from vjepa_pipeline.config.sizes import VIT_SIZES, unknown_size_message
+from vjepa_pipeline.errors import ConfigError
 
 PosEmbed = Literal["sincos", "rope"]
 DataSource = Literal["synthetic", "shards", "csv"]
@@ -27,12 +30,15 @@ Decoder = Literal["decord", "torchcodec", "pyav"]
 ShortVideo = Literal["pad", "skip"]
 Accelerator = Literal["auto", "cpu", "gpu"]
 NanPolicy = Literal["stop", "skip"]
+ObjectiveKind = Literal["vjepa"]
+PredictorKind = Literal["masked"]
 
 
 @dataclass
 class PredictorConfig:
     """Narrow ViT that predicts target features at masked positions from the context."""
 
+    kind: PredictorKind = "masked"  # masked = V-JEPA's mask-token predictor (models/predictor.py)
     embed_dim: int = 384  # predictor width (Linear D -> embed_dim in, embed_dim -> D out)
     depth: int = 12  # number of transformer blocks
     num_heads: int = 12  # attention heads (rope needs head dim >= 6)
@@ -45,7 +51,7 @@ class PredictorConfig:
 class ModelConfig:
     """Context/target encoder (ViT over 3D tubelets) plus its predictor."""
 
-    size: str = "tiny"  # key of vjepa_pipeline.models.sizes.VIT_SIZES
+    size: str = "tiny"  # key of vjepa_pipeline.config.sizes.VIT_SIZES
     # Optional overrides of the named size (for custom tiny CPU models); None = use the size's.
     embed_dim: int | None = None
     depth: int | None = None
@@ -66,12 +72,7 @@ class ModelConfig:
 
         Raises ConfigError if ``size`` is not a known ViT size.
         """
-        # Imported lazily so that importing the config never drags in the model package.
-        from vjepa_pipeline.models.sizes import VIT_SIZES
-
         if self.size not in VIT_SIZES:
-            from vjepa_pipeline.config.validate import ConfigError, unknown_size_message
-
             raise ConfigError(unknown_size_message(self.size, VIT_SIZES))
         base = VIT_SIZES[self.size]
         return (
@@ -82,9 +83,10 @@ class ModelConfig:
         )
 
 
-@dataclass
+@dataclass(frozen=True)  # a value: hashable, never edited in place
 class MaskBlockConfig:
-    """One multi-block 3D mask generator (blocks span time; one block size per batch)."""
+    """One multi-block 3D mask generator (blocks span time; one block size per batch): the one
+    definition of a mask spec, read by ``models.masks`` and checked by ``mask_block_problems``."""
 
     num_blocks: int = 8  # blocks sampled per clip; their union is masked
     spatial_scale: tuple[float, float] = (0.15, 0.15)  # block area / frame area, (low, high)
@@ -94,12 +96,16 @@ class MaskBlockConfig:
     max_keep: int | None = None  # cap on visible (context) tokens; None = no cap
 
 
+#: The V-JEPA (1 and 2) pretraining masks: short-range (8 blocks at 15 %) and long-range (2 blocks
+#: at 70 %), aspect 0.75-1.5, blocks spanning all time steps. Treat as read-only.
+OFFICIAL_VJEPA_MASKS: tuple[MaskBlockConfig, ...] = (
+    MaskBlockConfig(num_blocks=8, spatial_scale=(0.15, 0.15)),
+    MaskBlockConfig(num_blocks=2, spatial_scale=(0.7, 0.7)),
+)
+
+
 def _default_masks() -> list[MaskBlockConfig]:
-    # The official V-JEPA pair: short-range (8 small blocks) and long-range (2 large blocks).
-    return [
-        MaskBlockConfig(num_blocks=8, spatial_scale=(0.15, 0.15)),
-        MaskBlockConfig(num_blocks=2, spatial_scale=(0.7, 0.7)),
-    ]
+    return [replace(m) for m in OFFICIAL_VJEPA_MASKS]
 
 
 @dataclass
@@ -236,10 +242,18 @@ class ShardsConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What the trainer optimises: one objective of ``vjepa_pipeline.objectives`` by name."""
+
+    kind: ObjectiveKind = "vjepa"  # vjepa = masked latent prediction against an EMA target (V-JEPA 1 / 2)
+
+
+@dataclass
 class Config:
     """Root of the tree; ``runs/<name>/config.yaml`` holds its resolved form."""
 
     name: str = "debug"  # run name; the run directory is <train.run_dir>/<name>
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     masks: list[MaskBlockConfig] = field(default_factory=_default_masks)
     data: DataConfig = field(default_factory=DataConfig)

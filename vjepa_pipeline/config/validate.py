@@ -1,4 +1,4 @@
-"""ConfigError, its message helpers, and the cross-field checks on a built Config.
+"""The cross-field checks on a built Config (ConfigError lives in ``vjepa_pipeline.errors``).
 
 Every problem is one line that starts with the dotted key path it is about, e.g.
 ``optim.lrr: unknown key; did you mean 'optim.lr'?``; problems found together are raised
@@ -10,66 +10,14 @@ raises them. Comparisons are written as ``not x > 0`` so that NaN fails them too
 
 from __future__ import annotations
 
-import difflib
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
-from vjepa_pipeline.config.schema import Config, PredictorConfig
+from vjepa_pipeline.config.messages import closest
+from vjepa_pipeline.config.schema import Config, MaskBlockConfig, PredictorConfig
+from vjepa_pipeline.config.sizes import VIT_SIZES, unknown_size_message
+from vjepa_pipeline.errors import ConfigError
 
-# ----------------------------------------------------------------------------- errors
-
-
-class ConfigError(ValueError):
-    """A config could not be read, built or validated.
-
-    ``problems`` holds one line per problem (each starting with its key path); ``str(err)``
-    joins them, prefixed by the source (the YAML file) when known.
-    """
-
-    def __init__(self, problems: str | Sequence[str], source: str | None = None):
-        self.problems = [problems] if isinstance(problems, str) else list(problems)
-        self.source = source
-        super().__init__(format_problems(self.problems, source))
-
-
-def format_problems(problems: Sequence[str], source: str | None = None) -> str:
-    where = f"{source}: " if source else ""
-    if len(problems) == 1:
-        return where + problems[0]
-    lines = "\n".join(f"  {p}" for p in problems)
-    return f"{where}{len(problems)} config problems:\n{lines}"
-
-
-def join_path(path: str, key: str | int) -> str:
-    """Dotted path of a child: ``join_path('optim', 'lr') == 'optim.lr'``; ints index lists."""
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    return f"{path}.{key}" if path else str(key)
-
-
-def describe(value: Any) -> str:
-    """``'abc' (str)`` -- the value and its type, shortened for long values."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-def closest(word: str, choices: Iterable[str], cutoff: float = 0.6) -> str | None:
-    matches = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
-    return matches[0] if matches else None
-
-
-def quoted(choices: Iterable[Any]) -> str:
-    return ", ".join(repr(c) for c in choices)
-
-
-def unknown_size_message(size: str, sizes: Mapping[str, Any]) -> str:
-    hint = closest(size, sizes)
-    suggestion = f"did you mean {hint!r}? " if hint else ""
-    return f"model.size: unknown ViT size {size!r}; {suggestion}(choices: {quoted(sizes)})"
-
+__all__ = ["ConfigError", "config_problems", "mask_block_problems", "validate_config"]  # ConfigError: re-exported for convenience
 
 # ----------------------------------------------------------------------------- checks
 
@@ -128,8 +76,6 @@ class _Checker:
 
 def config_problems(cfg: Config) -> list[str]:
     """Every cross-field problem of a (type-correct) Config, one message per problem."""
-    from vjepa_pipeline.models.sizes import VIT_SIZES  # lazy: keep config import light
-
     c = _Checker()
     m, pred, d, o, t = cfg.model, cfg.model.predictor, cfg.data, cfg.optim, cfg.train
     rope = m.pos_embed == "rope"
@@ -167,14 +113,7 @@ def config_problems(cfg: Config) -> list[str]:
             f"{pred.num_mask_tokens}; each generator needs its own mask token"
         )
     for i, mask in enumerate(cfg.masks):
-        p = f"masks[{i}]"
-        c.positive(f"{p}.num_blocks", mask.num_blocks)
-        c.pair(f"{p}.spatial_scale", mask.spatial_scale)
-        c.pair(f"{p}.temporal_scale", mask.temporal_scale)
-        c.pair(f"{p}.aspect_ratio", mask.aspect_ratio, unit=False)
-        if not 0 < mask.max_temporal_keep <= 1:
-            c.add(f"{p}.max_temporal_keep: must be in (0, 1], got {mask.max_temporal_keep}")
-        c.positive(f"{p}.max_keep", mask.max_keep)
+        c.problems.extend(mask_block_problems(mask, f"masks[{i}]"))
 
     # --- data
     if d.source != "synthetic" and not d.path:
@@ -293,3 +232,21 @@ def validate_config(cfg: Config, source: str | None = None) -> None:
     problems = config_problems(cfg)
     if problems:
         raise ConfigError(problems, source)
+
+
+def mask_block_problems(mask: MaskBlockConfig, path: str = "mask") -> list[str]:
+    """The rules of one mask generator spec, one message per problem (checked at config load and
+    again by ``models.masks`` for specs built in code)."""
+    c = _Checker()
+    c.positive(f"{path}.num_blocks", mask.num_blocks)
+    for name in ("spatial_scale", "temporal_scale"):
+        before = len(c.problems)
+        pair = getattr(mask, name)
+        c.pair(f"{path}.{name}", pair)
+        if len(c.problems) == before and not pair[0] > 0:
+            c.add(f"{path}.{name}: values must be > 0, got {list(pair)}")
+    c.pair(f"{path}.aspect_ratio", mask.aspect_ratio, unit=False)
+    if not 0 < mask.max_temporal_keep <= 1:
+        c.add(f"{path}.max_temporal_keep: must be in (0, 1], got {mask.max_temporal_keep}")
+    c.positive(f"{path}.max_keep", mask.max_keep)
+    return c.problems

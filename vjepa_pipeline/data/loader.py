@@ -7,6 +7,7 @@ import math
 
 from torch.utils.data import DataLoader
 
+from .batch import ClipBatch
 from .sources import LoaderError, expand_urls, file_list_items
 from .stream import ClipStream
 
@@ -57,12 +58,12 @@ class StreamState:
         self.attempts = 0
         self._role_failures: dict[int, tuple[int, dict]] = {}
 
-    def update(self, batch: dict) -> None:
+    def update(self, batch: ClipBatch) -> None:
         """Call once per batch actually used for training (not per prefetched batch)."""
-        info = batch["stream"]
-        self.step = info["step"] + 1
-        self.roles[info["role"]] = {"epoch": info["epoch"], "consumed": info["consumed"]}
-        self._role_failures[info["role"]] = (info["attempts"], info["failures"])
+        info = batch.stream
+        self.step = info.step + 1
+        self.roles[info.role] = {"epoch": info.epoch, "consumed": info.consumed}
+        self._role_failures[info.role] = (info.attempts, info.failures)
         self.attempts = sum(a for a, _ in self._role_failures.values())
         totals: dict[str, int] = {}
         for _, f in self._role_failures.values():

@@ -13,6 +13,9 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..shards.format import (ShardFormatError, index_file, iter_url_groups, read_file_list, read_index,
+                             shard_paths)
+
 
 class LoaderError(Exception):
     """A data setup the loader cannot run with; the message says what to change."""
@@ -28,14 +31,12 @@ def expand_urls(path: str | os.PathLike) -> tuple[list[str], int | None]:
     import braceexpand
 
     text = str(path)
-    p = Path(text)
-    index_file = p / "index.json" if p.is_dir() else p if p.name == "index.json" else None
-    if index_file is not None:
-        if not index_file.exists():
-            raise LoaderError(f"{p} has no index.json: build shards with `vjepa shards build` or give a URL pattern")
-        index = json.loads(index_file.read_text())
-        urls = [str(index_file.parent / s["name"]) for s in index["shards"]]
-        return urls, int(index["totals"]["samples"])
+    if index_file(text) is not None:
+        try:
+            shard_dir, index = read_index(text)
+        except ShardFormatError as exc:
+            raise LoaderError(f"{exc}; or give a shard URL pattern") from None
+        return [str(p) for p in shard_paths(shard_dir, index)], int(index["totals"]["samples"])
     urls = list(braceexpand.braceexpand(text))
     if not text.startswith("pipe:"):
         missing = [u for u in urls if not Path(u).exists()]
@@ -69,15 +70,10 @@ def shard_cycle(urls: list[str], rng: random.Random) -> Iterator[str]:
 
 
 def tar_samples(urls: Iterator[str], on_error: Callable[[str], None]) -> Iterator[dict]:
-    """Compressed samples from a stream of shard URLs (webdataset's tar reader; handles ``pipe:``).
-    Broken tars or members are reported to ``on_error`` and skipped."""
-    from webdataset.tariterators import tarfile_samples
-
-    def handler(exc: Exception) -> bool:
-        on_error("unreadable shard")
-        return True
-
-    for s in tarfile_samples(({"url": u} for u in urls), handler=handler):
+    """Compressed samples from a stream of shard URLs (local paths, ``pipe:`` commands, remote
+    URLs; the shard format's tar reader). Broken tars or members are reported to ``on_error`` and
+    skipped."""
+    for s in iter_url_groups(urls, lambda url, exc: on_error("unreadable shard")):
         if "mp4" not in s:
             on_error("incomplete sample")
             continue
@@ -87,19 +83,16 @@ def tar_samples(urls: Iterator[str], on_error: Callable[[str], None]) -> Iterato
         except (ValueError, TypeError):
             on_error("bad metadata")
             continue
-        yield {"key": s["__key__"], "mp4": s["mp4"], "meta": meta, "label": label}
+        yield {"key": s["key"], "mp4": s["mp4"], "meta": meta, "label": label}
 
 
 def file_list_items(path: str | os.PathLike) -> list[dict]:
     """Items of a plain file list (official V-JEPA CSV ``path label``, or any manifest the shard
     builder reads): [{"key", "path", "label"}], in file order."""
-    from ..shards.sources import SourceError, discover
-
     try:
-        found = discover(path, seed=0)
-    except SourceError as exc:
+        items = read_file_list(path)
+    except ShardFormatError as exc:
         raise LoaderError(str(exc)) from None
-    items = sorted(found.items, key=lambda i: i.rel)
     if not items:
         raise LoaderError(f"{path}: no usable videos listed")
     return [{"key": i.uid, "path": i.path, "label": i.label} for i in items]

@@ -15,7 +15,6 @@ Failing samples are skipped and counted per reason; above ``max_failure_rate`` t
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections.abc import Iterator
@@ -23,19 +22,15 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ..utils.seeds import mix_seed
 from .augment import train_augment
+from .batch import ClipBatch, StreamPosition
 from .decoders import DecodeError, get_decoder
 from .sampling import ClipSpec, sample_train_clips, union_indices
 from .sources import (LoaderError, file_list_items, file_samples, shard_cycle, shuffle_buffer, split_for,
                       tar_samples)
 
 MIN_ATTEMPTS_FOR_RATE = 50  # failure rate is judged only after this many samples per worker
-
-
-def mix(*values: int) -> int:
-    """A stable 63-bit seed from integers (the same on every machine and Python version)."""
-    blob = ",".join(str(int(v)) for v in values).encode()
-    return int.from_bytes(hashlib.sha256(blob).digest()[:8], "little") >> 1
 
 
 class SampleFailure(Exception):
@@ -45,7 +40,7 @@ class SampleFailure(Exception):
 
 
 class ClipStream(IterableDataset):
-    """Yields ready batches ``{"clips": uint8 (B, T, S, S, C), "labels": (B,), "keys", "stream"}``.
+    """Yields ready :class:`ClipBatch` es (uint8 clips (B, T, S, S, C), labels, keys, stream position).
 
     ``source``: "shards" (``urls``) or "csv" (a file list). Use with
     ``DataLoader(stream, batch_size=None, num_workers=data.num_workers)`` and call
@@ -107,7 +102,7 @@ class RoleStream:
     def __init__(self, owner: ClipStream, role: int, epoch: int, skip: int):
         self.o, self.role, self.epoch = owner, role, epoch
         cfg = owner.cfg
-        self.seed = mix(cfg.seed, owner.rank, role, epoch)
+        self.seed = mix_seed(cfg.seed, owner.rank, role, epoch)
         self.decoder = get_decoder(cfg.decoder)
         self.failures: dict[str, int] = {}
         self.attempts = 0
@@ -161,7 +156,7 @@ class RoleStream:
                 raise LoaderError("the sample stream ended: no readable shards") from None
             self.consumed += 1
             self.attempts += 1
-            rng = random.Random(mix(self.seed, self.consumed))
+            rng = random.Random(mix_seed(self.seed, self.consumed))
             try:
                 return sample, self.clips_of(sample, rng)
             except SampleFailure as exc:
@@ -177,7 +172,7 @@ class RoleStream:
                 f"data.max_failure_rate={self.o.cfg.max_failure_rate}): {reasons}. Check the data with "
                 "`vjepa shards inspect`")
 
-    def batches(self, steps: range) -> Iterator[dict]:
+    def batches(self, steps: range) -> Iterator[ClipBatch]:
         for g in steps:
             t0 = time.perf_counter()
             clips, labels, keys = [], [], []
@@ -186,10 +181,7 @@ class RoleStream:
                 clips.extend(views)
                 labels.extend([-1 if sample["label"] is None else int(sample["label"])] * len(views))
                 keys.append(sample["key"])
-            yield {
-                "clips": torch.stack(clips), "labels": torch.tensor(labels, dtype=torch.long), "keys": keys,
-                "stream": {"step": g, "role": self.role, "epoch": self.epoch, "consumed": self.consumed,
-                           "attempts": self.attempts, "failures": dict(self.failures),
-                           "seconds": time.perf_counter() - t0},
-            }
+            position = StreamPosition(g, self.role, self.epoch, self.consumed, self.attempts, dict(self.failures),
+                                      time.perf_counter() - t0)
+            yield ClipBatch(torch.stack(clips), torch.tensor(labels, dtype=torch.long), keys, position)
 

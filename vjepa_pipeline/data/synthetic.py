@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import torch
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
 def _texture(g: torch.Generator, size: int, channels: int = 3) -> torch.Tensor:
     """Smooth random texture in [0, 1]: low-resolution noise upsampled, plus a colour tint."""
     low = torch.rand(1, channels, 4, 4, generator=g)
@@ -45,15 +41,6 @@ def moving_objects_clip(seed: int, num_frames: int = 16, size: int = 64, num_obj
                     vel[axis] = -vel[axis]
                     pos[axis] = pos[axis].clamp(radius, size - radius)
     return (frames.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
-
-
-def normalize_clips(clips_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 (B, T, H, W, C) -> float (B, C, T, H, W) normalised with ImageNet statistics.
-    Meant to run on the training device, not in loader workers."""
-    x = clips_uint8.permute(0, 4, 1, 2, 3).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
-    return (x - mean) / std
 
 
 class SyntheticClips:

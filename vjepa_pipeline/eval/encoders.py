@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ..checkpoint.errors import CheckpointError
+from ..errors import CheckpointError
 from ..checkpoint.interop import NATIVE_FORMAT, load_state_strict, read_checkpoint, select_state
 from ..config import config_from_dict, load_config
 from ..models.build import build_encoder

@@ -7,7 +7,6 @@ running the encoder again.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from ..config import load_config
 from ..data.eval_stream import EvalVideos
-from ..data.synthetic import normalize_clips
+from ..models.inputs import normalize_clips
+from ..shards.format import INDEX_NAME, read_index
 from .encoders import FrozenEncoder
 
 
@@ -45,9 +45,8 @@ def eval_data_config(dataset, suite):
 
 def label_names(path: str, num_classes: int | None) -> list[str]:
     """Class names from a shard index's label map (ids -> names); numbers otherwise."""
-    index = Path(path) / "index.json"
-    if index.exists():
-        label_map = json.loads(index.read_text()).get("label_map") or {}
+    if (Path(path) / INDEX_NAME).exists():
+        label_map = read_index(path)[1].get("label_map") or {}
         if label_map:
             names = {v: k for k, v in label_map.items()}
             return [names.get(i, str(i)) for i in range(max(names) + 1)]

@@ -18,9 +18,11 @@ so. The chosen head is the one at the end of training (no epoch picking) and is 
 the holdout.
 
 Schedule: per-step cosine decay of each head's lr to 0 after an optional linear warmup
-(``cfg.warmup_epochs``); constant weight decay; AdamW (betas 0.9/0.999); each head's gradient
-norm is clipped to ``clip_grad`` (1.0, as the official eval) separately. The linear probe's token
-means are computed once up front (:func:`prepool_for_linear`) instead of per head and epoch.
+(``cfg.warmup_epochs``; :func:`vjepa_pipeline.models.optim.warmup_cosine_factor`); constant weight
+decay, none on biases and 1-D parameters (:func:`vjepa_pipeline.models.optim.param_groups`); AdamW
+(betas 0.9/0.999); each head's gradient norm is clipped to ``clip_grad`` (1.0, as the official
+eval) separately. The linear probe's token means are computed once up front
+(:func:`prepool_for_linear`) instead of per head and epoch.
 
 Accuracies are percentages (0-100), like the published tables. Per-class accuracy is ``None`` for
 classes absent from the evaluated set; the mean class accuracy averages the present classes.
@@ -40,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..models.optim import param_groups, warmup_cosine_factor
 from .probes import (
     build_head,
     combine_outputs,
@@ -187,18 +190,9 @@ def classification_metrics(probs: torch.Tensor, labels: torch.Tensor, num_classe
     }
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
-def _param_groups(head: nn.Module, lr: float, wd: float) -> list[dict[str, Any]]:
-    decay, no_decay = [], []
-    for name, p in head.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
-    return [dict(g, lr=lr, base_lr=lr) for g in groups if g["params"]]
+def _head_groups(head: nn.Module, lr: float, wd: float) -> list[dict[str, Any]]:
+    """One head's AdamW groups (:func:`param_groups`, empty ones dropped) at its own base lr."""
+    return [dict(g, lr=lr, base_lr=lr) for g in param_groups([head], wd) if g["params"]]
 
 
 def _batches(m: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -340,7 +334,7 @@ def train_probe_grid(
         proto = build_head(head_config, generator=torch.Generator().manual_seed(int(seed)))
     heads = [proto] + [_clone(proto) for _ in settings[1:]]
     heads = [h.to(device) for h in heads]
-    groups = [g for h, (lr, wd) in zip(heads, settings, strict=True) for g in _param_groups(h, lr, wd)]
+    groups = [g for h, (lr, wd) in zip(heads, settings, strict=True) for g in _head_groups(h, lr, wd)]
     opt = torch.optim.AdamW(groups, lr=settings[0][0], fused=device.type == "cuda" or None)
 
     order_gen = torch.Generator().manual_seed(int(seed))
@@ -360,7 +354,7 @@ def train_probe_grid(
         loss_sum = torch.zeros(len(heads), dtype=torch.float64, device=device)  # no host sync per step
         seen = 0
         for idx in _batches(len(fit_idx), cfg.batch_size, order_gen):
-            factor = _lr_factor(step, total_steps, warmup_steps)
+            factor = warmup_cosine_factor(step, total_steps, warmup_steps)
             for g in opt.param_groups:
                 g["lr"] = g["base_lr"] * factor
             rows = fit_idx[idx]
@@ -429,35 +423,15 @@ def train_probe_grid(
     )
 
 
-def train_single(
-    train_feats: torch.Tensor,
-    train_labels: torch.Tensor,
-    val_feats: torch.Tensor,
-    val_labels: torch.Tensor,
-    num_classes: int,
-    cfg: ProbeConfig,
-    lr: float,
-    wd: float,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    log: LogFn | None = None,
-    **kwargs: Any,
-) -> GridResult:
-    """One head, one (lr, wd): the "one run per setting" baseline. Same split, init and batch order
-    as the corresponding head of :func:`train_probe_grid` with the same seed."""
-    return train_probe_grid(
-        train_feats,
-        train_labels,
-        val_feats,
-        val_labels,
-        num_classes,
-        dataclasses.replace(cfg, lrs=[lr], weight_decays=[wd]),
-        seed,
-        device,
-        log,
-        settings=[(float(lr), float(wd))],
-        **kwargs,
-    )
+def train_single(train_feats: torch.Tensor, train_labels: torch.Tensor, val_feats: torch.Tensor,
+                 val_labels: torch.Tensor, num_classes: int, cfg: ProbeConfig, lr: float, wd: float,
+                 *args: Any, **kwargs: Any) -> GridResult:
+    """One head, one (lr, wd): the "one run per setting" baseline. The other arguments (seed,
+    device, log, ...) are :func:`train_probe_grid`'s. Same split, init and batch order as the
+    corresponding head of :func:`train_probe_grid` with the same seed."""
+    one = dataclasses.replace(cfg, lrs=[lr], weight_decays=[wd])
+    return train_probe_grid(train_feats, train_labels, val_feats, val_labels, num_classes, one, *args,
+                            settings=[(float(lr), float(wd))], **kwargs)
 
 
 def evaluate_head(

@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..models.vit import MLP
+from ..models.vit import MLP, Block
 
 PROBE_KINDS = ("attentive", "attentive_v2", "linear", "knn")
 SEGMENT_MODES = ("average", "attend")
@@ -55,20 +55,6 @@ def _trunc_normal_(t: torch.Tensor, std: float, generator: torch.Generator | Non
 
 
 # ----------------------------------------------------------------------------- attentive probe
-
-
-class _SelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int):
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, d // self.num_heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, k, v)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
 class _CrossAttention(nn.Module):
@@ -89,23 +75,9 @@ class _CrossAttention(nn.Module):
         return self.proj(out.transpose(1, 2).reshape(b, nq, d))
 
 
-class _SelfBlock(nn.Module):
-    """Pre-norm transformer block over the tokens."""
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
-        self.attn = _SelfAttention(dim, num_heads)
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
-        self.mlp = MLP(dim, int(dim * mlp_ratio))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm1(x))
-        return x + self.mlp(self.norm2(x))
-
-
 class _CrossBlock(nn.Module):
-    """The query attends to the (pre-normed) tokens; MLP with residual on the query."""
+    """The query attends to the (pre-normed) tokens; MLP with residual on the query. (The
+    self-attention blocks before it are the encoder's own pre-norm :class:`Block`.)"""
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float):
         super().__init__()
@@ -123,7 +95,7 @@ class _Pooler(nn.Module):
     def __init__(self, dim: int, num_heads: int, self_attn_blocks: int, mlp_ratio: float):
         super().__init__()
         self.query_tokens = nn.Parameter(torch.zeros(1, 1, dim))
-        self.blocks = nn.ModuleList(_SelfBlock(dim, num_heads, mlp_ratio) for _ in range(self_attn_blocks))
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio) for _ in range(self_attn_blocks))
         self.cross_attention_block = _CrossBlock(dim, num_heads, mlp_ratio)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from ..utils.atomic import atomic_torch_save
 from .encoders import FrozenEncoder, LoadedEncoder, load_encoder
 from .features import eval_data_config, extract_split, label_names
+from .results import DatasetResult, EncoderInfo, LowShotResult, SuiteResults
 from .suite import SuiteConfig
 
 
@@ -39,7 +40,7 @@ def dataset_features(enc: LoadedEncoder, suite: SuiteConfig, ds, device: str, lo
 
 
 def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, device: str, val_only: bool = False,
-                     log=_log) -> dict:
+                     log=_log) -> DatasetResult:
     from .grid import evaluate_head, train_probe_grid
     from .lowshot import low_shot_indices, summarize
 
@@ -74,7 +75,7 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
                  "probe_checkpoint": str(probe_path.relative_to(out_dir))}
     log(f"[{ds.name}] top-1 {metrics['top1']:.1f}%  top-5 {metrics['top5']:.1f}%  "
         f"({time.perf_counter() - t0:.1f} s probe{' re-evaluation' if val_only else ' grid'})")
-    low_shot = {}
+    low_shot: dict[str, LowShotResult] = {}
     if not val_only and ds.low_shot:
         # k samples per class leave nothing to hold out: low-shot heads use the hyper-parameters
         # selected on the full training split (no selection on val).
@@ -88,19 +89,20 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
                                      num_classes, fixed, seed=seed, device=device, settings=settings)
                 runs.append(_frac(r.top1))
             stats = summarize(runs)
-            low_shot[str(k)] = {"mean": stats["mean"], "std": stats["std"], "runs": stats["values"]}
-            log(f"[{ds.name}] {k}-shot: {100 * low_shot[str(k)]['mean']:.1f} +- {100 * low_shot[str(k)]['std']:.1f}%")
-    result_fields = {"top1": _frac(metrics["top1"]), "top5": _frac(metrics["top5"]),
-                     "mean_class_acc": _frac(metrics["mean_class_acc"]),
-                     "per_class": [_frac(x) for x in metrics["per_class"]], "confusion": metrics["confusion"]}
-    return {"protocol": protocol, "num_train": len(train), "num_val": len(val), "num_classes": num_classes,
-            "class_names": names, "failed_videos": train.failed + val.failed, **result_fields,
-            "low_shot": low_shot, **entry}
+            low_shot[str(k)] = LowShotResult(stats["mean"], stats["std"], stats["values"])
+            log(f"[{ds.name}] {k}-shot: {100 * low_shot[str(k)].mean:.1f} +- {100 * low_shot[str(k)].std:.1f}%")
+    return DatasetResult(protocol=protocol, num_train=len(train), num_val=len(val), num_classes=num_classes,
+                         class_names=names, failed_videos=train.failed + val.failed, top1=_frac(metrics["top1"]),
+                         top5=_frac(metrics["top5"]), mean_class_acc=_frac(metrics["mean_class_acc"]),
+                         per_class=[_frac(x) for x in metrics["per_class"]], confusion=metrics["confusion"],
+                         low_shot=low_shot, **entry)
 
 
 def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, model_overrides: Sequence[str] = (),
               val_only: bool = False, datasets: Sequence[str] | None = None, device: str | None = None,
               encoder: LoadedEncoder | None = None, log=_log) -> dict:
+    """Evaluate one encoder on the suite's (chosen) datasets, write the report under ``out_dir`` and
+    return the results dict (what ``results.json`` holds: :meth:`SuiteResults.to_dict`)."""
     from .report import write_all
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -108,11 +110,10 @@ def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, mode
     enc = encoder or load_encoder(encoder_source, model_overrides)
     log(f"encoder {enc.source} ({enc.kind}, {enc.params / 1e6:.2f}M params, {enc.fingerprint})")
     chosen = [d for d in suite.datasets if datasets is None or d.name in datasets]
-    results = {"suite": suite.name, "created_by": "vjepa-pipeline",
-               "encoder": {"source": enc.source, "kind": enc.kind, "fingerprint": enc.fingerprint,
-                           "params": enc.params, "layers": list(suite.layers)},
-               "datasets": {}}
+    encoder_info = EncoderInfo(enc.source, enc.kind, enc.fingerprint, enc.params, list(suite.layers))
+    results = SuiteResults(suite.name, encoder_info, created_by="vjepa-pipeline")
     for ds in chosen:
-        results["datasets"][ds.name] = evaluate_dataset(enc, suite, ds, out_dir, device, val_only, log)
-    write_all(out_dir, results)
-    return results
+        results.datasets[ds.name] = evaluate_dataset(enc, suite, ds, out_dir, device, val_only, log)
+    out = results.to_dict()
+    write_all(out_dir, out)
+    return out

@@ -10,7 +10,7 @@ from typing import Literal
 import yaml
 
 from ..config.loader import build_dataclass
-from ..config.validate import ConfigError
+from ..errors import ConfigError
 
 ProbeKind = Literal["attentive", "attentive_v2", "linear", "knn"]
 

@@ -64,6 +64,29 @@ class EvalTask:
         return _resubmit(self)
 
 
+def _shard_builder(source: str, out_dir: str, opts: dict):
+    from ..config.schema import ShardsConfig
+    from ..shards.build import ShardBuilder
+
+    return ShardBuilder(source, out_dir, ShardsConfig(**opts))
+
+
+def encode_shards(source: str, out_dir: str, opts: dict, task_index: int, num_tasks: int) -> int:
+    """Array task ``task_index`` of ``vjepa launch shards``: encode units task_index,
+    task_index + num_tasks, ... of the plan made at submission (finished units are skipped)."""
+    builder = _shard_builder(source, out_dir, opts)
+    builder.encode(builder.plan(), task_index, num_tasks, progress=False)
+    return task_index
+
+
+def pack_shards(source: str, out_dir: str, opts: dict) -> dict:
+    """The job after the encode array: pack the shards, write index.json, drop the staging folder."""
+    builder = _shard_builder(source, out_dir, opts)
+    index = builder.pack(builder.plan())
+    builder.finish()
+    return index["totals"]
+
+
 def eval_out_dir(out: Path, encoder_label: str | None, dataset: str | None) -> Path:
     path = out
     if encoder_label:

@@ -20,7 +20,7 @@ import yaml
 
 from ..config import ConfigError, LaunchConfig, apply_overrides, config_to_dict
 from ..config.loader import build_dataclass
-from ..config.validate import closest
+from ..config.messages import closest
 
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
 

@@ -52,6 +52,11 @@ def submitit_command(folder: str | Path, python: str | None = None) -> str:
 
 def render_script(params: dict, folder: str | Path, array_size: int | None = None) -> str:
     """The sbatch script submitit writes for these parameters (no SLURM needed)."""
+    # submitit has no public API that returns the script without submitting it (its executors
+    # write it only into <folder>/<job id>_submission.sh while calling sbatch), so this is the one
+    # place that calls its private renderer, exactly as SlurmExecutor does. tests/test_launch.py
+    # (test_dry_run_script_is_what_submitit_submits) submits through submitit's public API with
+    # a fake sbatch and fails if the two texts ever differ, or if this function disappears.
     from submitit.slurm.slurm import _make_sbatch_string
 
     params = dict(params)

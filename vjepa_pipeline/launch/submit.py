@@ -10,7 +10,8 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -109,10 +110,15 @@ def plan_eval(cfg, suite_path: Path, encoders: list[str], out: Path | None, data
 
 
 def plan_shards(cfg, source: Path, out_dir: Path, num_tasks: int) -> Launch:
-    from dataclasses import asdict
+    """A shard build (``cfg.shards``) as an encode job array and a dependent pack job.
 
+    The plan (input discovery + shuffle) is made once, here: array task i encodes units i, i+n,
+    i+2n, ... into the shared staging folder; the pack job, started only when the whole array
+    succeeded, packs the shards and writes index.json. Every step resumes, so a failed or
+    pre-empted task is fixed by re-running the same command: finished units are not redone.
+    """
     from ..shards.build import ShardBuilder
-    from ..shards.slurm import encode_task, pack_task
+    from .entry import encode_shards, pack_shards
 
     cfg = apply_overrides(cfg, ["launch.gpus_per_node=0"]) if cfg.launch.gpus_per_node else cfg
     alloc = check_single_task(cfg, "shards", max_gpus=0)
@@ -120,22 +126,28 @@ def plan_shards(cfg, source: Path, out_dir: Path, num_tasks: int) -> Launch:
     plan = builder.plan()  # discovery + shuffle once, here: every task reads the same plan
     n = max(1, min(num_tasks, len(plan["items"])))
     args = [str(Path(source).absolute()), str(Path(out_dir).absolute()), asdict(cfg.shards)]
-    tasks = [_Call(encode_task, *args, i, n) for i in range(n)]
+    tasks = [partial(encode_shards, *args, i, n) for i in range(n)]  # picklable, as submitit needs
     params = executor_parameters(cfg.launch, alloc, "vjepa-shards",
                                  describe_job("shards", f"encode {len(plan['items'])} inputs in {n} task(s)"),
                                  array=n > 1)
     return Launch("shards", cfg, alloc, Path(out_dir).absolute(), params, tasks,
-                  [f"encode {i}/{n}" for i in range(n)], after=_Call(pack_task, *args))
+                  [f"encode {i}/{n}" for i in range(n)], after=partial(pack_shards, *args))
 
 
-class _Call:
-    """A picklable f(*args) (submitit pickles the callable and its arguments)."""
+def submit_build(builder, cfg, num_tasks: int, cluster: str | None = None, wait: bool = False) -> int:
+    """``vjepa shards build --slurm``: the build of ``builder`` (its source and output folder, with
+    the settings ``cfg.shards``) planned by :func:`plan_shards` and submitted by :func:`submit`,
+    as ``vjepa launch shards`` does. ``cluster`` is submitit's executor: None picks SLURM when
+    ``srun`` is on the PATH and local processes otherwise; "local" always runs the encode tasks as
+    local processes (logs in the staging folder), then packs here."""
+    import submitit
 
-    def __init__(self, fn, *args):
-        self.fn, self.args = fn, args
-
-    def __call__(self):
-        return self.fn(*self.args)
+    launch = plan_shards(cfg, builder.source, builder.out, num_tasks)
+    if (cluster or submitit.AutoExecutor.which()) == "slurm":
+        submit(launch, wait=wait)
+    else:
+        run_local(launch, builder.work / "submitit")
+    return 0
 
 
 def _abs_if_path(value: str) -> str:
@@ -216,6 +228,23 @@ def submit(launch: Launch, wait: bool = False, log=print) -> list[str]:
                             f"(logs in {launch.folder})") from exc
         log(f"{launch.stage} job {main_id} finished")
     return ids
+
+
+def run_local(launch: Launch, folder: Path, log=print) -> list:
+    """Run ``launch`` without SLURM: its tasks as local processes (submitit's LocalExecutor, files
+    in ``folder``), then, once every task succeeded, its ``after`` step in this process. Returns
+    the results, in task order (then the ``after`` result)."""
+    import submitit
+
+    executor = submitit.LocalExecutor(folder=str(folder))
+    executor.update_parameters(timeout_min=launch.cfg.launch.time_min)
+    jobs = executor.submit_array(launch.tasks)
+    log(f"started {len(jobs)} {launch.stage} task(s) as local processes (logs in {folder})")
+    results = [job.result() for job in jobs]
+    if launch.after is not None:
+        results.append(launch.after())
+        log(f"{launch.stage}: final step done: {results[-1]}")
+    return results
 
 
 def _submission_script(folder: Path, job_id: str, main_id: str) -> str:

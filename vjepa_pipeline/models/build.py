@@ -1,6 +1,10 @@
-"""Build the encoder / predictor / JEPA container from the typed config."""
+"""Build the encoder / predictor (by ``model.predictor.kind``) / JEPA container from the typed config."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch.nn as nn
 
 from .jepa import JEPA
 from .predictor import Predictor
@@ -19,7 +23,8 @@ def build_encoder(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Visi
     )
 
 
-def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Predictor:
+def build_masked_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Predictor:
+    """V-JEPA's predictor: context tokens + learned mask tokens at the target positions."""
     dim = model_cfg.resolved_size()[0]
     p = model_cfg.predictor
     return Predictor(
@@ -30,6 +35,18 @@ def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Pr
         qkv_bias=model_cfg.qkv_bias, drop_path_rate=model_cfg.drop_path_rate,
         activation_checkpointing=model_cfg.activation_checkpointing,
     )
+
+
+#: ``model.predictor.kind`` -> builder(model_cfg, num_frames, crop_size)
+PREDICTORS: dict[str, Callable[..., nn.Module]] = {"masked": build_masked_predictor}
+
+
+def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> nn.Module:
+    """The predictor named by ``model.predictor.kind``."""
+    kind = model_cfg.predictor.kind
+    if kind not in PREDICTORS:
+        raise ValueError(f"model.predictor.kind={kind!r} is not one of {sorted(PREDICTORS)}")
+    return PREDICTORS[kind](model_cfg, num_frames, crop_size)
 
 
 def build_jepa(cfg) -> JEPA:

@@ -103,17 +103,3 @@ class JEPA(nn.Module):
     def trainable_parameters(self):
         yield from self.encoder.parameters()
         yield from self.predictor.parameters()
-
-
-def param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict]:
-    """AdamW groups as in V-JEPA: weight decay on weights with >= 2 dims, none on biases and 1-D
-    parameters (norms). The no-decay group is tagged ``wd_exclude`` so decay schedules skip it."""
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [
-        {"params": decay, "weight_decay": weight_decay, "wd_exclude": False},
-        {"params": no_decay, "weight_decay": 0.0, "wd_exclude": True},
-    ]

@@ -4,7 +4,8 @@ A clip of ``num_frames x height x width`` pixels becomes a token grid ``(T, H, W
 ``T = num_frames // tubelet_size``, ``H = height // patch_size``, ``W = width // patch_size``,
 flattened row-major: ``index = t*H*W + h*W + w``.
 
-One mask *config* (:class:`MaskSpec`) drives one :class:`MultiBlockMaskGenerator`:
+One mask spec (the config's :class:`~vjepa_pipeline.config.schema.MaskBlockConfig`) drives one
+:class:`MultiBlockMaskGenerator`:
 
 * The block size ``(t, h, w)`` is drawn **once per batch**:
   ``t = max(1, int(T * temporal_draw))``, ``n = int(H*W * spatial_draw)``,
@@ -32,80 +33,24 @@ dataloader workers.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import torch
 
+from ..config.schema import MaskBlockConfig
+from ..config.validate import mask_block_problems
+from ..utils.seeds import mix_seed
+
 __all__ = [
-    "MaskSpec",
-    "OFFICIAL_VJEPA_MASKS",
     "EmptyContextError",
     "MultiBlockMaskGenerator",
     "MaskCollator",
     "grid_for",
     "mask_statistics",
     "specs_from_config",
-    "mix_seed",
 ]
 
 Grid = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class MaskSpec:
-    """Parameters of one multi-block mask generator (one entry of the official ``mask:`` list).
-
-    Attributes:
-        num_blocks: number of blocks whose union forms the prediction target ("npred").
-        spatial_scale: ``(lo, hi)`` fraction of the ``H*W`` plane covered by one block.
-        temporal_scale: ``(lo, hi)`` fraction of the ``T`` time steps covered by one block
-            (``(1, 1)``: blocks span the whole clip).
-        aspect_ratio: ``(lo, hi)`` range of the block's height/width ratio.
-        max_temporal_keep: fraction of time steps the context may use; later steps are
-            removed from the context (and become targets).
-        max_keep: optional cap on the number of context tokens per sample.
-    """
-
-    num_blocks: int
-    spatial_scale: tuple[float, float]
-    temporal_scale: tuple[float, float] = (1.0, 1.0)
-    aspect_ratio: tuple[float, float] = (0.75, 1.5)
-    max_temporal_keep: float = 1.0
-    max_keep: int | None = None
-
-    def __post_init__(self) -> None:
-        # Normalise sequences (e.g. YAML lists) to tuples so the spec stays hashable.
-        for name in ("spatial_scale", "temporal_scale", "aspect_ratio"):
-            value = tuple(float(v) for v in getattr(self, name))
-            if len(value) != 2 or value[0] > value[1]:
-                raise ValueError(f"MaskSpec.{name} must be (lo, hi) with lo <= hi, got {value}")
-            object.__setattr__(self, name, value)
-        if int(self.num_blocks) < 1:
-            raise ValueError(f"MaskSpec.num_blocks must be >= 1, got {self.num_blocks}")
-        object.__setattr__(self, "num_blocks", int(self.num_blocks))
-        for name in ("spatial_scale", "temporal_scale"):
-            lo, hi = getattr(self, name)
-            if not (0.0 < lo and hi <= 1.0):
-                raise ValueError(f"MaskSpec.{name} must lie in (0, 1], got {(lo, hi)}")
-        if self.aspect_ratio[0] <= 0:
-            raise ValueError(f"MaskSpec.aspect_ratio must be positive, got {self.aspect_ratio}")
-        if not (0.0 < self.max_temporal_keep <= 1.0):
-            raise ValueError(
-                f"MaskSpec.max_temporal_keep must lie in (0, 1], got {self.max_temporal_keep}"
-            )
-        if self.max_keep is not None:
-            if int(self.max_keep) < 1:
-                raise ValueError(f"MaskSpec.max_keep must be >= 1 or None, got {self.max_keep}")
-            object.__setattr__(self, "max_keep", int(self.max_keep))
-
-
-#: The V-JEPA (1 and 2) pretraining masks: short-range (8 blocks at 15 %) and long-range
-#: (2 blocks at 70 %), aspect 0.75-1.5, blocks spanning all time steps.
-OFFICIAL_VJEPA_MASKS: tuple[MaskSpec, ...] = (
-    MaskSpec(num_blocks=8, spatial_scale=(0.15, 0.15)),
-    MaskSpec(num_blocks=2, spatial_scale=(0.7, 0.7)),
-)
 
 
 class EmptyContextError(ValueError):
@@ -140,65 +85,40 @@ def grid_for(
     return grid
 
 
-def specs_from_config(mask_cfgs: Any) -> list[MaskSpec]:
-    """Convert config objects (duck-typed) or mappings into :class:`MaskSpec` values.
+def specs_from_config(mask_cfgs: Any) -> list[MaskBlockConfig]:
+    """Validated :class:`MaskBlockConfig` values from config objects (duck-typed) or mappings.
 
     Accepts one object or a sequence of them; each needs ``num_blocks`` and ``spatial_scale``
     and may have ``temporal_scale``, ``aspect_ratio``, ``max_temporal_keep``, ``max_keep``
-    (attributes or dict keys). ``MaskSpec`` instances pass through unchanged.
+    (attributes or dict keys). Sequences become float tuples. Raises ``ValueError`` naming every
+    broken rule (the rules of :func:`~vjepa_pipeline.config.validate.mask_block_problems`).
     """
-    if isinstance(mask_cfgs, MaskSpec) or isinstance(mask_cfgs, dict) or hasattr(
-        mask_cfgs, "num_blocks"
-    ):
+    if isinstance(mask_cfgs, dict) or hasattr(mask_cfgs, "num_blocks"):
         mask_cfgs = [mask_cfgs]
-    fields = (
-        "num_blocks",
-        "spatial_scale",
-        "temporal_scale",
-        "aspect_ratio",
-        "max_temporal_keep",
-        "max_keep",
-    )
-    specs: list[MaskSpec] = []
+    specs: list[MaskBlockConfig] = []
     for cfg in mask_cfgs:
-        if isinstance(cfg, MaskSpec):
-            specs.append(cfg)
-            continue
-        kwargs = {}
-        for name in fields:
-            if isinstance(cfg, dict):
-                if name in cfg:
-                    kwargs[name] = cfg[name]
-            elif hasattr(cfg, name):
-                kwargs[name] = getattr(cfg, name)
-        missing = [n for n in ("num_blocks", "spatial_scale") if n not in kwargs]
+        get = cfg.get if isinstance(cfg, dict) else (lambda name, default=None, c=cfg: getattr(c, name, default))
+        missing = [n for n in ("num_blocks", "spatial_scale") if get(n) is None]
         if missing:
             raise ValueError(f"mask config {cfg!r} lacks required field(s) {missing}")
-        specs.append(MaskSpec(**kwargs))
+        kwargs: dict[str, Any] = {"num_blocks": int(get("num_blocks"))}
+        for name in ("spatial_scale", "temporal_scale", "aspect_ratio"):
+            value = get(name)
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) != 2:
+                    raise ValueError(f"mask.{name} must be a (low, high) pair, got {list(value)}")
+                kwargs[name] = value
+        if get("max_temporal_keep") is not None:
+            kwargs["max_temporal_keep"] = float(get("max_temporal_keep"))
+        if get("max_keep") is not None:
+            kwargs["max_keep"] = int(get("max_keep"))
+        spec = MaskBlockConfig(**kwargs)
+        problems = mask_block_problems(spec)
+        if problems:
+            raise ValueError("; ".join(problems))
+        specs.append(spec)
     return specs
-
-
-# ----------------------------------------------------------------------------- seeding
-
-_MASK64 = (1 << 64) - 1
-
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def mix_seed(*parts: int) -> int:
-    """Deterministic, platform-independent hash of integers into a 63-bit seed."""
-    h = 0x6A09E667F3BCC908
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h & ((1 << 63) - 1)
-
-
-# ----------------------------------------------------------------------------- generator
 
 
 def _block_hw(n: int, aspect: float, H: int, W: int) -> tuple[int, int]:
@@ -215,7 +135,7 @@ def _max_draw_int(total: int, lo: float, hi: float) -> int:
 
 
 class MultiBlockMaskGenerator:
-    """Samples V-JEPA multi-block 3D masks for one :class:`MaskSpec` on a ``(T, H, W)`` grid.
+    """Samples V-JEPA multi-block 3D masks for one :class:`~vjepa_pipeline.config.schema.MaskBlockConfig` on a ``(T, H, W)`` grid.
 
     ``gen(batch_size, generator)`` returns ``(context_idx, target_idx)``: ``int64`` tensors of
     shape ``(B, n_ctx)`` and ``(B, n_tgt)`` with flat token indices, sorted per row, disjoint.
@@ -223,9 +143,8 @@ class MultiBlockMaskGenerator:
     ``(B, T, H, W)`` (``True`` = removed from the context, i.e. target).
     """
 
-    def __init__(self, spec: MaskSpec, grid: Sequence[int], max_redraws: int = 100) -> None:
-        if not isinstance(spec, MaskSpec):
-            (spec,) = specs_from_config([spec])
+    def __init__(self, spec: MaskBlockConfig, grid: Sequence[int], max_redraws: int = 100) -> None:
+        (spec,) = specs_from_config([spec])  # validated, with float tuples
         T, H, W = (int(g) for g in grid)
         if min(T, H, W) < 1:
             raise ValueError(f"grid must be positive (T, H, W), got {tuple(grid)}")
@@ -365,7 +284,7 @@ class MaskCollator:
 
     def __init__(
         self,
-        specs: Sequence[MaskSpec] | Iterable[Any],
+        specs: Sequence[MaskBlockConfig] | Iterable[Any],
         grid: Sequence[int],
         seed: int = 0,
         rank: int = 0,

@@ -24,12 +24,13 @@ from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import write_json
+from .format import (INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardFormatError, read_index, shard_name,
+                     stats_name)
+from .items import SourceList
 from .media import EncodeSettings, MediaError, VideoInfo, encode_clip, probe
-from .sources import SourceList, discover
+from .sources import discover
 from .tario import ShardSample, write_shard
-
-INDEX_FORMAT, INDEX_VERSION = "vjepa-shards", 1
 
 
 class BuildError(Exception):
@@ -42,7 +43,7 @@ def _read_json(path: Path):
 
 
 def _write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
+    write_json(path, obj, indent=1, sort_keys=True, ensure_ascii=False)
 
 
 def settings_of(opts) -> EncodeSettings:
@@ -215,8 +216,8 @@ class ShardBuilder:
         layout = self._layout(samples)
         shards = []
         for i, keys in enumerate(layout["shards"]):
-            name = f"{self.opts.prefix}-{i:06d}.tar"
-            stats_path = self.out / f"{self.opts.prefix}-{i:06d}.stats.json"
+            name = shard_name(self.opts.prefix, i)
+            stats_path = self.out / stats_name(name)
             members = [samples[k] for k in keys]
             if not (self.out / name).exists() or not stats_path.exists():
                 write_shard(self.out / name, (ShardSample(s["key"], str(self.work / s["file"]), s["meta"], s["label"])
@@ -231,7 +232,7 @@ class ShardBuilder:
             "totals": totals(samples, len(plan["items"]), len(skipped)),
             "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
         }
-        _write_json(self.out / "index.json", index)
+        _write_json(self.out / INDEX_NAME, index)
         return index
 
     def _layout(self, samples: list[dict]) -> dict:
@@ -253,9 +254,11 @@ class ShardBuilder:
             shutil.rmtree(self.work, ignore_errors=True)
 
     def run(self, progress: bool = True) -> dict:
-        index_path = self.out / "index.json"
-        if index_path.exists() and not self.work.exists():
-            index = _read_json(index_path)
+        if (self.out / INDEX_NAME).exists() and not self.work.exists():
+            try:
+                index = read_index(self.out)[1]
+            except ShardFormatError as exc:
+                raise BuildError(f"{exc}; use another output folder") from None
             if index.get("fingerprint") == self.fingerprint:
                 self.log(f"{self.out} is already complete ({index['totals']['samples']} samples); nothing to do")
                 return index

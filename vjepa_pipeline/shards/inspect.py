@@ -22,18 +22,13 @@ import io
 import json
 import math
 import os
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..utils.atomic import atomic_path
+from .format import (REQUIRED_FIELDS, SAMPLE_SUFFIXES, ShardFormatError, TarBroken, iter_groups, read_index,
+                     stats_name)
 
-INDEX_FORMAT = "vjepa-shards"
-SUPPORTED_VERSIONS = (1,)
-# Fields every sample's .json must carry (what loaders and statistics rely on).
-REQUIRED_FIELDS = ("key", "source", "clip_start", "clip_end", "fps", "num_frames", "width", "height",
-                   "duration", "label", "label_name")
-SAMPLE_SUFFIXES = ("mp4", "json", "cls")
 DURATION_BINS = ((1.0, "<1s"), (2.0, "1-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (30.0, "10-30s"),
                  (60.0, "30-60s"), (math.inf, ">60s"))
 UNLABELLED = "(unlabelled)"
@@ -135,7 +130,7 @@ def duration_bin(seconds: float) -> str:
 
 # ---- reading ---------------------------------------------------------------------------------
 class _HashingReader:
-    """File wrapper that hashes and counts every byte read (tarfile streams through it)."""
+    """File wrapper that hashes and counts every byte read (the tar reader streams through it)."""
 
     def __init__(self, fh):
         self.fh, self.sha, self.size = fh, hashlib.sha256(), 0
@@ -149,43 +144,6 @@ class _HashingReader:
     def drain(self) -> None:
         while self.read(1 << 20):
             pass
-
-
-class _TarBroken(Exception):
-    pass
-
-
-def _iter_groups(tar: tarfile.TarFile, stray: list[str]):
-    """Yield one dict per run of consecutive members sharing a key (as WebDataset groups them):
-    {'key', 'suffixes': [...], 'mp4'|'json'|'cls': bytes}. Stray member names go to ``stray``;
-    a read error ends the iteration with _TarBroken."""
-    current: dict | None = None
-    in_data = False  # True while a member's bytes are read (an error then truncates ``current``)
-    try:
-        for member in tar:
-            if not member.isfile():
-                stray.append(f"non-file member {member.name!r}")
-                continue
-            path = PurePosixPath(member.name)
-            if len(path.parts) != 1:
-                stray.append(f"member in a subfolder {member.name!r}")
-            key, _, suffix = path.name.partition(".")
-            if current is None or current["key"] != key:
-                if current is not None:
-                    yield current
-                current = {"key": key, "suffixes": []}
-            current["suffixes"].append(suffix)
-            if suffix in SAMPLE_SUFFIXES and suffix not in current:
-                in_data = True
-                current[suffix] = tar.extractfile(member).read()
-                in_data = False
-    except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        if current is not None:
-            current["truncated"] = in_data
-            yield current
-        raise _TarBroken(str(exc) or type(exc).__name__) from None
-    if current is not None:
-        yield current
 
 
 def _decode(data: bytes, want: list[int], full: bool) -> tuple[int, tuple[int, int] | None, list]:
@@ -264,7 +222,7 @@ class _Inspector:
         keys: list[str] = []
         key_set: set[str] = set()
         complete = 0
-        stray: list[str] = []
+        odd: list[str] = []
         try:
             fh = open(path, "rb")
         except OSError as exc:
@@ -274,16 +232,13 @@ class _Inspector:
             reader = _HashingReader(fh)
             broken = None
             try:
-                with tarfile.open(fileobj=reader, mode="r|") as tar:
-                    for group in _iter_groups(tar, stray):
-                        keys.append(group["key"])
-                        self.sample(name, group, key_set)
-                        key_set.add(group["key"])
-                        complete += not group.get("truncated")
-            except _TarBroken as exc:
+                for group in iter_groups(reader, odd):
+                    keys.append(group["key"])
+                    self.sample(name, group, key_set)
+                    key_set.add(group["key"])
+                    complete += not group.get("truncated")
+            except TarBroken as exc:
                 broken = str(exc)
-            except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
-                broken = str(exc) or type(exc).__name__
             reader.drain()
         if broken is not None:
             if keys:
@@ -291,7 +246,7 @@ class _Inspector:
                                      f"complete samples ({broken})")
             else:
                 self.problems.append(f"{name}: not a readable tar ({broken})")
-        for s in stray:
+        for s in odd:
             self.problems.append(f"{name}: {s}")
         self.bytes += reader.size
         want_bytes, want_sha = entry.get("bytes"), entry.get("sha256")
@@ -311,8 +266,7 @@ class _Inspector:
     def check_stats(self, name: str, entry: dict, keys: list[str] | None) -> None:
         """The shard's ``.stats.json`` (when present) must agree with the index and, when the tar
         read whole (``keys`` not None), with its samples."""
-        stem = name[:-4] if name.endswith(".tar") else name
-        stats_path = self.dir / f"{stem}.stats.json"
+        stats_path = self.dir / stats_name(name)
         if not stats_path.exists():
             return
         try:
@@ -454,27 +408,10 @@ class _Inspector:
 
 def load_index(shard_dir: str | os.PathLike) -> tuple[Path, dict]:
     """Resolve the folder and read its index.json; raises InspectError on usage problems."""
-    d = Path(shard_dir).expanduser()
-    if not d.exists():
-        raise InspectError(f"{d} does not exist")
-    if not d.is_dir():
-        raise InspectError(f"{d} is not a folder")
-    path = d / "index.json"
-    if not path.is_file():
-        hint = " (an unfinished build: re-run `vjepa shards build`)" if (d / ".work").is_dir() else ""
-        raise InspectError(f"{d} has no index.json; not a shard folder written by `vjepa shards build`{hint}")
     try:
-        index = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise InspectError(f"{path} is not readable JSON ({exc})") from None
-    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
-        raise InspectError(f"{path} is not a {INDEX_FORMAT} index (no \"format\": \"{INDEX_FORMAT}\")")
-    if index.get("version") not in SUPPORTED_VERSIONS:
-        raise InspectError(f"{path} has index version {index.get('version')!r}; this tool reads "
-                           f"version {', '.join(map(str, SUPPORTED_VERSIONS))}")
-    if not isinstance(index.get("shards"), list):
-        raise InspectError(f"{path} has no list of shards")
-    return d, index
+        return read_index(shard_dir)
+    except ShardFormatError as exc:
+        raise InspectError(str(exc)) from None
 
 
 def _pick_samples(index: dict, k: int) -> set[int]:

@@ -1,4 +1,5 @@
-"""Deterministic, atomic WebDataset tar shards.
+"""The shard writer: deterministic, atomic WebDataset tar shards (the format and the one reader
+are in :mod:`.format`).
 
 A shard is written to a temporary file and renamed into place, so it is either whole or absent.
 Members carry fixed ownership and mtime, so the same samples give byte-identical shards.
@@ -12,9 +13,8 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..utils.atomic import atomic_path
 
@@ -51,28 +51,3 @@ def write_shard(path: str | os.PathLike, samples: Iterable[ShardSample]) -> dict
                     tar.addfile(_info(f"{s.key}.cls", len(cls)), io.BytesIO(cls))
                 count += 1
     return {"samples": count, "bytes": os.path.getsize(path)}
-
-
-def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
-    """Yield one dict per sample: {'key', 'mp4': bytes, 'json': dict, 'cls': int | None,
-    'members': [suffixes]}. Groups consecutive members by key, as WebDataset does."""
-    current: dict | None = None
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, suffix = Path(member.name).name.partition(".")
-            if current is None or current["key"] != key:
-                if current is not None:
-                    yield current
-                current = {"key": key, "mp4": None, "json": None, "cls": None, "members": []}
-            data = tar.extractfile(member).read()
-            current["members"].append(suffix)
-            if suffix == "mp4":
-                current["mp4"] = data
-            elif suffix == "json":
-                current["json"] = json.loads(data)
-            elif suffix == "cls":
-                current["cls"] = int(data)
-    if current is not None:
-        yield current

@@ -9,7 +9,6 @@ leaves ``last`` pointing at a complete checkpoint.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import lightning as L
 import torch.distributed as dist
 
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import atomic_write_text, write_json
 
 STEP_DIGITS = 10
 
@@ -75,9 +74,10 @@ class RunCheckpointer(L.Callback):
             shutil.rmtree(tmp, ignore_errors=True)
             (tmp / "data_state").mkdir(parents=True, exist_ok=True)
         _barrier(trainer)
-        state = pl_module.data_state.state_dict() if pl_module.data_state is not None else {}
+        stream_state = getattr(trainer.datamodule, "stream_state", None)
+        state = stream_state.state_dict() if stream_state is not None else {}
         (tmp / "data_state").mkdir(parents=True, exist_ok=True)
-        atomic_write_text(tmp / "data_state" / f"rank_{trainer.global_rank}.json", json.dumps(state))
+        write_json(tmp / "data_state" / f"rank_{trainer.global_rank}.json", state, newline=False)
         trainer.save_checkpoint(tmp / "model.ckpt")  # collective under DeepSpeed / FSDP
         _barrier(trainer)
         if trainer.is_global_zero:

@@ -10,8 +10,17 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from ..data.batch import ClipBatch, StreamPosition
 from ..data.loader import StreamState, build_train_stream, make_dataloader
 from ..data.synthetic import SyntheticClips
+
+
+def synthetic_batch(clips: SyntheticClips, step: int, batch_size: int, epoch: int = 0) -> ClipBatch:
+    """Generated batch ``step`` with the bookkeeping of a real stream (one role, nothing fails)."""
+    x = clips.batch(step, batch_size)
+    return ClipBatch(x, torch.full((x.shape[0],), -1, dtype=torch.long),
+                     [f"synthetic-{step}-{i}" for i in range(x.shape[0])],
+                     StreamPosition(step, role=0, epoch=epoch, consumed=step + 1, attempts=step + 1))
 
 
 class SyntheticStream(IterableDataset):
@@ -29,21 +38,18 @@ class SyntheticStream(IterableDataset):
     def __iter__(self):
         epoch = self.step // self.batches_per_epoch
         for g in range(self.step, (epoch + 1) * self.batches_per_epoch):
-            clips = self.clips.batch(g, self.cfg.batch_size)
-            yield {"clips": clips, "labels": torch.full((clips.shape[0],), -1, dtype=torch.long),
-                   "keys": [f"synthetic-{g}-{i}" for i in range(clips.shape[0])],
-                   "stream": {"step": g, "role": 0, "epoch": epoch, "consumed": g + 1, "attempts": g + 1,
-                              "failures": {}}}
+            yield synthetic_batch(self.clips, g, self.cfg.batch_size, epoch)
 
 
-class JEPAData(L.LightningDataModule):
+class TrainDataModule(L.LightningDataModule):
     """Builds this rank's stream in ``setup`` and a fresh DataLoader each epoch, positioned at the
     next micro-batch to train (Lightning is told to reload dataloaders every epoch)."""
 
-    def __init__(self, cfg, module, resume_dir: Path | None = None):
+    def __init__(self, cfg, resume_dir: Path | None = None):
         super().__init__()
-        self.cfg, self.module, self.resume_dir = cfg, module, resume_dir
+        self.cfg, self.resume_dir = cfg, resume_dir
         self.stream = None
+        self.stream_state: StreamState | None = None  # saved with every checkpoint (data_state/)
 
     def setup(self, stage: str) -> None:
         rank, world = self.trainer.global_rank, self.trainer.world_size
@@ -59,10 +65,16 @@ class JEPAData(L.LightningDataModule):
             path = self.resume_dir / "data_state" / f"rank_{rank}.json"
             if path.exists():
                 state.load_state_dict(json.loads(path.read_text()), reseed=d.reseed_on_world_size_change)
-        self.module.data_state = state
+        self.stream_state = state
+
+    def on_after_batch_transfer(self, batch: ClipBatch, dataloader_idx: int) -> ClipBatch:
+        # Lightning calls this for each batch it is about to train (not for prefetched ones), so
+        # the state always names the next batch to train.
+        self.stream_state.update(batch)
+        return batch
 
     def train_dataloader(self) -> DataLoader:
-        step, roles = self.module.data_state.position()
+        step, roles = self.stream_state.position()
         self.stream.set_position(step, roles)
         if isinstance(self.stream, SyntheticStream):
             return DataLoader(self.stream, batch_size=None, num_workers=0)

@@ -100,9 +100,9 @@ def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
     import lightning as L
 
     from . import slurm_job
-    from .data import JEPAData
+    from .data import TrainDataModule
     from .metrics import MetricsCallback
-    from .module import JEPAModule
+    from .module import ObjectiveModule
     from .preemption import PreemptionCallback
 
     use_gpu = torch.cuda.is_available() and cfg.train.accelerator != "cpu"
@@ -121,8 +121,8 @@ def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
     slurm_job.record_job_start(run_dir, str(last) if last else None)
     interactive = is_interactive() if progress is None else progress
 
-    module = JEPAModule(cfg, last_checkpoint=str(last) if last else None)
-    data = JEPAData(cfg, module, resume_dir=last)
+    module = ObjectiveModule(cfg, last_checkpoint=str(last) if last else None)
+    data = TrainDataModule(cfg, resume_dir=last)
     t = cfg.train
     callbacks = [
         RunCheckpointer(run_dir, t.checkpoint_every_steps, t.checkpoint_every_minutes, t.keep_last),
@@ -136,7 +136,7 @@ def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
         *extra_callbacks,
     ]
     if cfg.logging.probe_train and cfg.logging.probe_val:
-        from ..eval.callback import KNNProbeCallback
+        from .probe_callback import KNNProbeCallback
 
         callbacks.append(KNNProbeCallback(cfg.data, cfg.logging.probe_train, cfg.logging.probe_val,
                                           cfg.logging.probe_every_steps, run_dir))
@@ -149,8 +149,7 @@ def _pretrain(cfg, flag, extra_callbacks, progress) -> dict:
         callbacks=callbacks, default_root_dir=str(run_dir), plugins=slurm_job.lightning_plugins() or None,
     )
     if t.compile:
-        module.encoder = torch.compile(module.encoder)
-        module.predictor = torch.compile(module.predictor)
+        module.compile_networks()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")

@@ -4,6 +4,7 @@ reader (or a resumed job) only ever sees a whole file or none."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -37,3 +38,13 @@ def atomic_torch_save(obj, path: str | os.PathLike) -> None:
 
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def write_json(path: str | os.PathLike, obj, *, indent: int | None = None, sort_keys: bool = False,
+               ensure_ascii: bool = True, allow_nan: bool = True, default=None, newline: bool = True) -> Path:
+    """Write ``obj`` as a JSON file atomically; returns the path. The keywords are ``json.dumps``'s
+    (same defaults); ``newline`` ends the file with a line break."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii, allow_nan=allow_nan,
+                      default=default)
+    atomic_write_text(path, text + "\n" if newline else text)
+    return Path(path)

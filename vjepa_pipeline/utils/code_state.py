@@ -4,11 +4,10 @@ git) a hash of the package sources. Recorded in run directories so a run can be 
 from __future__ import annotations
 
 import hashlib
-import json
 import subprocess
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, write_json
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -41,7 +40,7 @@ def write_code_state(folder: Path) -> dict:
     """``folder/code.json`` (+ ``code.diff`` when the checkout has uncommitted changes)."""
     info, diff = code_state()
     folder.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "code.json", json.dumps(info, indent=1) + "\n")
+    write_json(folder / "code.json", info, indent=1)
     if diff:
         atomic_write_text(folder / "code.diff", diff)
     else:

@@ -13,7 +13,6 @@ Stages (each reused when its output already exists; ``--fresh`` starts over):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import statistics
@@ -22,24 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .config import config_to_dict, load_config
-from .utils.atomic import atomic_write_text
-
-ROOT = Path(__file__).resolve().parents[1]
-RECIPE = ROOT / "configs" / "pretrain" / "demo.yaml"
-SUITE = ROOT / "eval" / "demo.yaml"
-
-
-@dataclasses.dataclass
-class DemoPlan:
-    out: Path
-    seeds: list[int]
-    steps: int
-    train_per_class: int = 40
-    val_per_class: int = 25
-    pool: int = 600
-    workers: int = 2
-    probe_epochs: int | None = None  # None: eval/demo.yaml's
+from ..config import config_to_dict, load_config
+from ..utils.atomic import atomic_write_text
+from .plan import RECIPE, SUITE, DemoPlan, pretrain_config
 
 
 class Stage:
@@ -58,16 +42,8 @@ class Stage:
             print(f"[{self.index}/{self.total}] {self.name}: done in {time.perf_counter() - self.t0:.0f} s", flush=True)
 
 
-def pretrain_config(plan: DemoPlan, seed: int):
-    return load_config(RECIPE, [f"name=pretrain_seed{seed}", f"train.run_dir={plan.out / 'runs'}",
-                                f"data.path={plan.out / 'shards' / 'pool'}", f"train.seed={seed}", f"data.seed={seed}",
-                                f"train.max_steps={plan.steps}",
-                                f"optim.warmup_steps={max(1, plan.steps // 10)}",
-                                f"train.checkpoint_every_steps={max(1, plan.steps // 2)}"])
-
-
 def generate_data(plan: DemoPlan) -> dict:
-    from .data.demo_dataset import generate_demo_dataset
+    from .dataset import generate_demo_dataset
 
     info = generate_demo_dataset(plan.out / "data", train_per_class=plan.train_per_class,
                                  val_per_class=plan.val_per_class, unlabelled=plan.pool, workers=plan.workers)
@@ -76,8 +52,8 @@ def generate_data(plan: DemoPlan) -> dict:
 
 
 def build_shards(plan: DemoPlan) -> None:
-    from .config.schema import ShardsConfig
-    from .shards.build import ShardBuilder
+    from ..config.schema import ShardsConfig
+    from ..shards.build import ShardBuilder
 
     labels = plan.out / "data" / "labels.txt"
     for split, labelled in (("train", True), ("val", True), ("unlabelled", False)):
@@ -89,7 +65,7 @@ def build_shards(plan: DemoPlan) -> None:
 
 
 def demo_suite(plan: DemoPlan, single_frame: bool = False):
-    from .eval.suite import load_suite
+    from ..eval.suite import load_suite
 
     suite = load_suite(SUITE)
     ds = suite.datasets[0]
@@ -102,8 +78,8 @@ def demo_suite(plan: DemoPlan, single_frame: bool = False):
 
 def random_encoder(plan: DemoPlan, seed: int):
     """The same architecture as the pretrained encoder, randomly initialised with the run's seed."""
-    from .eval.encoders import LoadedEncoder, fingerprint
-    from .models.build import build_encoder
+    from ..eval.encoders import LoadedEncoder, fingerprint
+    from ..models.build import build_encoder
 
     cfg = pretrain_config(plan, seed)
     torch.manual_seed(seed)
@@ -113,8 +89,8 @@ def random_encoder(plan: DemoPlan, seed: int):
 
 
 def evaluate(plan: DemoPlan) -> dict:
-    from .eval.encoders import load_encoder
-    from .eval.runner import run_suite
+    from ..eval.encoders import load_encoder
+    from ..eval.runner import run_suite
 
     rows: dict[str, list[dict]] = {"pretrained": [], "random init": [], "single-frame control": []}
     for seed in plan.seeds:
@@ -150,8 +126,8 @@ def summarize(rows: dict) -> list[dict]:
 def run_demo(out: str | Path = "runs/demo", minutes: float | None = None, fresh: bool = False,
              seeds: list[int] | None = None, steps: int | None = None, quick: bool = False) -> dict:
     """The whole demo; returns the summary written to <out>/report/summary.json."""
-    from .demo_report import write_demo_report
-    from .train.pretrain import pretrain
+    from ..train.pretrain import pretrain
+    from .report import write_demo_report
 
     out = Path(out)
     if fresh and out.exists():
@@ -191,7 +167,3 @@ def format_table(table: list[dict]) -> str:
         runs = " ".join(f"{100 * v:.1f}" for v in row["runs"])
         lines.append(f"{row['label']:<24} {100 * row['top1']:6.1f}% +- {100 * row['top1_std']:4.1f}          {runs}")
     return "\n".join(lines)
-
-
-def save_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=str))

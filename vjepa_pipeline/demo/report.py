@@ -3,13 +3,15 @@ picture of patch features and the shards' contact sheet."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .utils.atomic import atomic_path, atomic_write_text
-from .utils.jsonl import read_jsonl
+from ..utils.atomic import atomic_path, atomic_write_text
+from ..utils.jsonl import read_jsonl
+from .plan import pretrain_config
 
 
 def plot_training_curves(path: Path, runs: dict[int, list[dict]]) -> Path:
@@ -44,9 +46,9 @@ def plot_feature_pca(path: Path, encoder, shard_dir: Path, cfg, clips: int = 4) 
     to the frames: parts that move together get the same colour in a good encoder."""
     from PIL import Image
 
-    from .data.decoders import get_decoder
-    from .data.synthetic import normalize_clips
-    from .shards.tario import iter_shard
+    from ..data.decoders import get_decoder
+    from ..models.inputs import normalize_clips
+    from ..shards.format import iter_shard
 
     decoder = get_decoder("pyav")
     samples = []
@@ -86,11 +88,14 @@ def plot_feature_pca(path: Path, encoder, shard_dir: Path, cfg, clips: int = 4) 
     return path
 
 
+def save_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=1, default=str))
+
+
 def write_demo_report(plan, result: dict) -> dict:
-    from .eval.encoders import FrozenEncoder, load_encoder
-    from .eval.report import plot_comparison
-    from .shards.inspect import inspect_shards
-    from .demo import pretrain_config, save_json
+    from ..eval.encoders import FrozenEncoder, load_encoder
+    from ..eval.plots import plot_comparison
+    from ..shards.inspect import inspect_shards
 
     out = plan.out / "report"
     out.mkdir(parents=True, exist_ok=True)

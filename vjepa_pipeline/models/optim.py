@@ -1,9 +1,37 @@
-"""Learning-rate and weight-decay schedules, computed from the config (never from Lightning's
-``estimated_stepping_batches``). Pure functions of the optimizer step."""
+"""Optimizer parameter groups and learning-rate / weight-decay schedules (pure PyTorch).
+
+Schedules are pure functions of the optimizer step computed from the config (never from
+Lightning's ``estimated_stepping_batches``); pretraining, the objective loop and the probe grid
+all take their groups and schedules from here.
+"""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+
+def param_groups(modules: Sequence[nn.Module], weight_decay: float) -> list[dict]:
+    """AdamW groups as in V-JEPA: weight decay on weights with >= 2 dims, none on biases and 1-D
+    parameters (norms). The no-decay group is tagged ``wd_exclude`` so decay schedules skip it."""
+    decay, no_decay = [], []
+    for module in modules:
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay, "wd_exclude": False},
+        {"params": no_decay, "weight_decay": 0.0, "wd_exclude": True},
+    ]
+
+
+def build_adamw(modules: Sequence[nn.Module], optim_cfg) -> torch.optim.AdamW:
+    """AdamW over ``modules`` with V-JEPA's groups and the ``OptimConfig``'s lr / betas / eps."""
+    o = optim_cfg
+    return torch.optim.AdamW(param_groups(modules, o.weight_decay), lr=o.lr, betas=tuple(o.betas), eps=o.eps)
 
 
 def _frac(step: int, total: int) -> float:
@@ -56,3 +84,11 @@ def apply_schedules(optimizer, optim_cfg, step: int, total: int) -> tuple[float,
         if not group.get("wd_exclude", False):
             group["weight_decay"] = wd
     return lr, wd
+
+
+def warmup_cosine_factor(step: int, total: int, warmup: int) -> float:
+    """A multiplier for a base lr (the probe grid's schedule): ``(step + 1) / warmup`` over the first
+    ``warmup`` steps, then a cosine from 1 to 0 over the remaining ``total - warmup`` steps."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))

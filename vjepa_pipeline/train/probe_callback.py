@@ -9,8 +9,10 @@ import copy
 import lightning as L
 import torch
 
-from .encoders import FrozenEncoder
-from .features import extract_split
+from ..eval.encoders import FrozenEncoder
+from ..eval.features import extract_split
+from ..eval.probes import knn_predict
+from .metrics import MetricsWriter
 
 
 class KNNProbeCallback(L.Callback):
@@ -30,8 +32,6 @@ class KNNProbeCallback(L.Callback):
         top1 = self.score(pl_module.target_encoder, pl_module.device)
         entry = {"step": step, "probe/knn_top1": top1}
         self.history.append(entry)
-        from ..train.metrics import MetricsWriter
-
         writer = MetricsWriter(self.run_dir)
         writer.write(entry)
         writer.close()
@@ -39,8 +39,6 @@ class KNNProbeCallback(L.Callback):
 
     @torch.no_grad()
     def score(self, target_encoder, device) -> float:
-        from .probes import knn_predict
-
         frozen = FrozenEncoder(copy.deepcopy(target_encoder).to(device))
         train = extract_split(frozen, self.data_cfg, self.train_path, 1, 1, 16, str(device))
         val = extract_split(frozen, self.data_cfg, self.val_path, 1, 1, 16, str(device))

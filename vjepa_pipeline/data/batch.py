@@ -1,0 +1,44 @@
+"""The training batch: what every loader yields and every objective consumes.
+
+One typed record instead of a dict protocol built in several places. Clips stay uint8 in the
+loader (4x fewer bytes between processes); objectives normalise them on the device. ``stream``
+says where in the per-rank stream the batch came from, which is what makes resumes exact
+(:class:`vjepa_pipeline.data.loader.StreamState`) and what feeds the loader-failure metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class StreamPosition:
+    """Where a batch sits in its rank's stream (a pure function of seed, rank, worker, step)."""
+
+    step: int  # the data step (= optimizer step x accumulation + micro-batch) this batch trains
+    role: int = 0  # the worker role that produced it
+    epoch: int = 0  # that role's epoch
+    consumed: int = 0  # compressed samples that role consumed up to and including this batch
+    attempts: int = 0  # samples that role tried to decode so far
+    failures: dict[str, int] = field(default_factory=dict)  # that role's failures per reason
+    seconds: float = 0.0  # time the worker spent assembling the batch
+
+
+@dataclass
+class ClipBatch:
+    """``clips`` uint8 (B, T, H, W, C); ``labels`` int64 (B,) with -1 for unlabelled clips;
+    ``keys`` the sample keys (one per video: a video may give several clips)."""
+
+    clips: torch.Tensor
+    labels: torch.Tensor
+    keys: list[str]
+    stream: StreamPosition
+
+    @property
+    def size(self) -> int:
+        return int(self.clips.shape[0])
+
+    def pin_memory(self) -> ClipBatch:  # called by DataLoader(pin_memory=True)
+        return ClipBatch(self.clips.pin_memory(), self.labels.pin_memory(), self.keys, self.stream)

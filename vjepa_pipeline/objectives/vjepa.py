@@ -1,0 +1,77 @@
+"""The V-JEPA objective (``objective.kind: vjepa``): masked latent prediction against an EMA target.
+
+Per (micro-)batch: normalise the uint8 clips on the device -> one (context, target) index pair per
+mask generator, a pure function of (seed, rank, data step) -> target encoder on the full clip (no
+grad, fp32 EMA weights, layer-normed) -> context encoder on the kept tokens -> predictor at the
+masked positions -> L1, averaged over mask generators. After each optimizer step the target moves
+once towards the context encoder (momentum schedule of ``optim.ema_*``).
+
+The target encoder is a *frozen network* of the objective: trainers keep it out of strategy casts
+(an fp32 target stops moving when DeepSpeed casts it to bf16) and store it as ``target_encoder``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..data.batch import ClipBatch
+from ..models.build import build_jepa
+from ..models.flops import ModelDims, train_step_flops
+from ..models.inputs import normalize_clips
+from ..models.jepa import ema_momentum
+from ..models.masks import MaskCollator, grid_for, specs_from_config
+from .base import Objective, StepOutput
+
+
+class VJEPAObjective(Objective):
+    kind = "vjepa"
+
+    def __init__(self, cfg, total_steps: int | None = None):
+        super().__init__(cfg)
+        self.total_steps = total_steps or cfg.train.max_steps
+        torch.manual_seed(cfg.train.seed)
+        self.model = build_jepa(cfg)  # encoder, predictor and the fp32 EMA target
+        # Only the first len(masks) mask tokens are used; the rest (official checkpoints carry 10)
+        # are kept for interoperability but frozen, so DDP sees no unused trainable parameters.
+        for i, token in enumerate(self.model.predictor.mask_tokens):
+            token.requires_grad_(i < len(cfg.masks))
+        self.grid = grid_for(cfg.data.num_frames, cfg.data.crop_size, cfg.model.patch_size, cfg.model.tubelet_size)
+        self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self.mask_specs = specs_from_config(cfg.masks)
+        self.masks = MaskCollator(self.mask_specs, self.grid, seed=cfg.train.seed)
+        self.dims = ModelDims.from_config(cfg.model)
+
+    def trainable_networks(self) -> dict[str, nn.Module]:
+        return {"encoder": self.model.encoder, "predictor": self.model.predictor}
+
+    def frozen_networks(self) -> dict[str, nn.Module]:
+        return {"target_encoder": self.model.target_encoder}
+
+    def replace_network(self, name: str, module: nn.Module) -> None:
+        super().replace_network(name, module)
+        setattr(self.model, name, module)
+
+    def setup(self, device, rank: int = 0) -> None:
+        super().setup(device, rank)
+        self.masks = MaskCollator(self.mask_specs, self.grid, seed=self.cfg.train.seed, rank=rank)
+
+    def step(self, batch: ClipBatch) -> StepOutput:
+        clips = normalize_clips(batch.clips)
+        b = clips.shape[0]
+        masks = [(c.to(clips.device), t.to(clips.device)) for c, t in self.masks.sample(b, batch.stream.step)]
+        out = self.model(clips, masks)
+        sizes = [(c.shape[1], t.shape[1]) for c, t in masks]
+        return StepOutput(
+            loss=out.loss,
+            terms={f"loss_mask_{i}": float(x.detach()) for i, x in enumerate(out.per_mask_loss)},
+            flops=train_step_flops(self.dims, self.num_tokens, b, sizes)["total"],
+            tokens=b * (self.num_tokens + sum(c + t for c, t in sizes)),
+            features=out.targets,
+        )
+
+    def after_optimizer_step(self, step: int) -> dict[str, float]:
+        o = self.cfg.optim
+        momentum = ema_momentum(step, self.total_steps, o.ema_momentum[0], o.ema_momentum[1], o.ema_schedule)
+        self.model.update_target(momentum)
+        return {"ema_momentum": momentum}

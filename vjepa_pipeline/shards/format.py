@@ -1,0 +1,212 @@
+"""The shard format: what ``vjepa shards build`` writes and what every reader of shards reads.
+
+A shard folder holds ``index.json``, the shards ``<prefix>-NNNNNN.tar`` and, next to each, its
+``<prefix>-NNNNNN.stats.json``. A shard is a WebDataset tar: per sample, consecutive members
+``<key>.mp4`` (the video), ``<key>.json`` (metadata, REQUIRED_FIELDS at least) and ``<key>.cls``
+(the integer label, only when labelled). The writer is :mod:`.tario`; this module owns the rest:
+
+- the index: :data:`INDEX_FORMAT` / :data:`INDEX_VERSION`, and :func:`read_index`, the one reader
+  and validator of ``index.json``;
+- the one tar reader, :func:`iter_groups`, and its two faces: :func:`iter_shard` (one local shard,
+  parsed) and :func:`iter_url_groups` (a stream of shard URLs: local paths, ``pipe:`` commands,
+  remote URLs through webdataset's ``gopen``);
+- :func:`read_file_list`: the other dataset on disk, a plain list of video files (a manifest).
+
+What the tar reader guarantees, whoever calls it:
+
+- one pass, front to back, in tarfile's stream mode (works on pipes; compressed tars are read
+  transparently); nothing is extracted to disk;
+- members are grouped as WebDataset groups them: a run of consecutive members whose base names
+  share the part before the first dot is one sample;
+- member names are never used as paths: the key is the base name, so absolute or ``../`` names
+  point nowhere; such names and non-file members are reported (``odd``), never followed;
+- only the first ``.mp4`` / ``.json`` / ``.cls`` of a sample is read into memory, any other member
+  is skipped unread;
+- nothing is unpickled or decoded here: payloads are bytes, parsed (JSON, int) only by callers
+  that want them;
+- a tar that breaks off ends the iteration with :class:`TarBroken`, after yielding the sample it
+  broke in (marked ``truncated`` when the break was inside one of its members).
+
+webdataset's own grouping (``tar_file_iterator`` + ``group_by_keys``) is not used: it drops
+non-file members silently, raises on a repeated member, keeps directory prefixes in keys and
+lowercases suffixes, and cannot tell where a tar broke; ``vjepa shards inspect`` must report each
+of those. Its ``gopen`` opens URLs for us.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tarfile
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+from .items import SourceError, SourceItem
+from .sources import discover
+
+INDEX_NAME = "index.json"
+INDEX_FORMAT, INDEX_VERSION = "vjepa-shards", 1
+SUPPORTED_VERSIONS = (INDEX_VERSION,)
+SAMPLE_SUFFIXES = ("mp4", "json", "cls")  # the members of a sample, in the order they are written
+# Fields every sample's .json must carry (what loaders and statistics rely on).
+REQUIRED_FIELDS = ("key", "source", "clip_start", "clip_end", "fps", "num_frames", "width", "height",
+                   "duration", "label", "label_name")
+# What a broken tar (or a failing pipe) raises while it is read.
+TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+
+
+class ShardFormatError(Exception):
+    """Data on disk that is not a dataset this package reads: no such folder, no index.json, not
+    a shard index, an unusable file list. One clear line."""
+
+
+class TarBroken(Exception):
+    """A tar that could not be read to its end; the message says why."""
+
+
+# ---- the index -------------------------------------------------------------------------------
+def shard_name(prefix: str, number: int) -> str:
+    return f"{prefix}-{number:06d}.tar"
+
+
+def stats_name(shard: str) -> str:
+    """The statistics file written next to shard ``shard``."""
+    return f"{shard[:-4] if shard.endswith('.tar') else shard}.stats.json"
+
+
+def index_file(path: str | os.PathLike) -> Path | None:
+    """The index.json ``path`` names: itself, or the one in the folder ``path``; None otherwise."""
+    p = Path(path)
+    return p / INDEX_NAME if p.is_dir() else p if p.name == INDEX_NAME else None
+
+
+def read_index(shard_dir: str | os.PathLike) -> tuple[Path, dict]:
+    """(folder, index) of a shard folder (or of its index.json), validated: the index names this
+    format and a supported version and lists shards. Raises ShardFormatError otherwise. Entries
+    and totals are not checked here (``vjepa shards inspect`` reports each bad one)."""
+    d = Path(shard_dir).expanduser()
+    if d.name == INDEX_NAME and d.is_file():
+        d = d.parent
+    if not d.exists():
+        raise ShardFormatError(f"{d} does not exist")
+    if not d.is_dir():
+        raise ShardFormatError(f"{d} is not a folder")
+    path = d / INDEX_NAME
+    if not path.is_file():
+        hint = " (an unfinished build: re-run `vjepa shards build`)" if (d / ".work").is_dir() else ""
+        raise ShardFormatError(f"{d} has no index.json; not a shard folder written by "
+                               f"`vjepa shards build`{hint}")
+    try:
+        index = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ShardFormatError(f"{path} is not readable JSON ({exc})") from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ShardFormatError(f"{path} is not a {INDEX_FORMAT} index (no \"format\": \"{INDEX_FORMAT}\")")
+    if index.get("version") not in SUPPORTED_VERSIONS:
+        raise ShardFormatError(f"{path} has index version {index.get('version')!r}; this tool reads "
+                               f"version {', '.join(map(str, SUPPORTED_VERSIONS))}")
+    if not isinstance(index.get("shards"), list):
+        raise ShardFormatError(f"{path} has no list of shards")
+    return d, index
+
+
+def shard_paths(shard_dir: Path, index: dict) -> list[Path]:
+    """The shards an index lists, in index order."""
+    return [shard_dir / entry["name"] for entry in index["shards"]]
+
+
+# ---- the tar reader --------------------------------------------------------------------------
+def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
+    """Yield one dict per sample (run of consecutive members sharing a key) of the tar streamed
+    from ``fileobj``: ``{'key', 'suffixes': [every member's suffix, in order], 'mp4'|'json'|'cls':
+    bytes}``. Odd members (not files, names with folders) are described in ``odd`` when given.
+    A read error yields the sample it happened in, with ``'truncated'`` (True when inside one of
+    its members), then raises TarBroken."""
+    current: dict | None = None
+    in_data = False  # True while a member's bytes are read (an error then truncates ``current``)
+    try:
+        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    if odd is not None:
+                        odd.append(f"non-file member {member.name!r}")
+                    continue
+                path = PurePosixPath(member.name)
+                if len(path.parts) != 1 and odd is not None:
+                    odd.append(f"member in a subfolder {member.name!r}")
+                key, _, suffix = path.name.partition(".")
+                if current is None or current["key"] != key:
+                    if current is not None:
+                        yield current
+                    current = {"key": key, "suffixes": []}
+                current["suffixes"].append(suffix)
+                if suffix in SAMPLE_SUFFIXES and suffix not in current:
+                    in_data = True
+                    current[suffix] = tar.extractfile(member).read()
+                    in_data = False
+    except TAR_ERRORS as exc:
+        if current is not None:
+            current["truncated"] = in_data
+            yield current
+        raise TarBroken(str(exc) or type(exc).__name__) from None
+    if current is not None:
+        yield current
+
+
+def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
+    """Yield one dict per sample of the local shard ``path``: {'key', 'mp4': bytes, 'json': dict,
+    'cls': int | None, 'members': [suffixes]}. A broken tar raises TarBroken (the sample it broke
+    in is not yielded)."""
+    with open(path, "rb") as fh:
+        for group in iter_groups(fh):
+            if "truncated" in group:
+                continue  # TarBroken follows
+            yield {"key": group["key"], "mp4": group.get("mp4"),
+                   "json": json.loads(group["json"]) if "json" in group else None,
+                   "cls": int(group["cls"]) if "cls" in group else None, "members": group["suffixes"]}
+
+
+def _open_url(url: str):
+    """A binary stream of a shard URL: a local path is opened directly; ``pipe:<command>``,
+    ``file:`` and remote URLs (curl for http(s), ...) through webdataset's gopen."""
+    if not urlparse(url).scheme:
+        return open(url, "rb")
+    from webdataset.gopen import gopen
+
+    return gopen(url, "rb")
+
+
+def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], None]) -> Iterator[dict]:
+    """iter_groups over each URL in turn. A URL that cannot be opened or read is reported to
+    ``on_error(url, exc)`` and the next one is read; the groups read before a break are yielded."""
+    for url in urls:
+        try:
+            stream = _open_url(url)
+        except (OSError, ValueError) as exc:
+            on_error(url, exc)
+            continue
+        try:
+            yield from iter_groups(stream)
+        except TarBroken as exc:
+            on_error(url, exc)
+        finally:
+            with suppress(*TAR_ERRORS):  # a pipe's exit status was checked while it was read
+                stream.close()
+
+
+# ---- plain file lists ------------------------------------------------------------------------
+def read_file_list(path: str | os.PathLike) -> list[SourceItem]:
+    """The videos a plain file list names (official V-JEPA CSV ``path label``, or any manifest
+    the shard builder reads), sorted by their path as written. Raises ShardFormatError."""
+    try:
+        found = discover(path, seed=0)
+    except SourceError as exc:
+        raise ShardFormatError(str(exc)) from None
+    return sorted(found.items, key=lambda i: i.rel)
+
+
+__all__ = ["INDEX_FORMAT", "INDEX_NAME", "INDEX_VERSION", "REQUIRED_FIELDS", "SAMPLE_SUFFIXES",
+           "ShardFormatError", "TarBroken", "index_file", "iter_groups", "iter_shard", "iter_url_groups",
+           "read_file_list", "read_index", "shard_name", "shard_paths", "stats_name"]
