@@ -1,4 +1,5 @@
-"""The house rules of the package layout (DESIGN.md section 1), read from the source's imports.
+"""The house rules of the package layout (../shared/DESIGN.md section 1, extended; README.md
+"Package layout"), read from the source's imports.
 
 Every ``import`` and ``from ... import`` in ``vjepa_pipeline/`` counts, including imports inside
 functions and under ``TYPE_CHECKING``: a lazy import is still an arrow. The rules:
@@ -17,7 +18,6 @@ import ast
 from collections import defaultdict
 from pathlib import Path
 
-import pytest
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1] / "vjepa_pipeline"
 
@@ -26,13 +26,13 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "vjepa_pipeline"
 # layout table in step with this list.
 LAYERS: list[set[str]] = [
     {"errors", "utils"},          # shared exceptions, atomic writes, JSONL
-    {"envs"},                     # embedded environments: utilities only (like a user's robot)
+    {"envs"},                     # (planned) embedded environments: utilities only, like a user's robot
     {"config"},                   # the typed config tree, loader, validation, named sizes
     {"models"},                   # pure torch: ViT, predictors, masks, positions, optim, EMA
     {"shards"},                   # shard format (index, tar reading), builder, inspector
     {"data"},                     # streaming loader, decoders, sampling, augmentation, batches
     {"objectives", "checkpoint"},  # pure-torch training objectives; checkpoint layouts / export
-    {"eval", "planning"},         # frozen-backbone evaluation; latent planning
+    {"eval", "planning"},         # frozen-backbone evaluation; (planned) latent planning
     {"train"},                    # Lightning adapter, strategies, callbacks, run directory
     {"launch"},                   # SLURM submission and job records
     {"demo"},                     # embedded end-to-end demos

@@ -32,6 +32,7 @@ from vjepa_pipeline.cli import export_cmd
 from vjepa_pipeline.cli.main import main as vjepa_main
 from vjepa_pipeline.config import config_to_dict, dump_config, load_config
 from vjepa_pipeline.models.build import build_encoder, build_predictor
+from vjepa_pipeline.models.optim import build_adamw
 from vjepa_pipeline.models.vit import gather_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,14 +64,30 @@ def build_parts(cfg, seed: int = 0):
     return enc, pred, target
 
 
-def optimizer_states(enc: nn.Module, pred: nn.Module) -> list[dict]:
+def trained_optimizer(cfg, enc: nn.Module, pred: nn.Module, steps: int = 2, seed: int = 0,
+                      freeze_unused_tokens: bool = True):
+    """Our trainer's AdamW (models.optim.build_adamw over copies of [encoder, predictor], as
+    configure_optimizers builds it; the objective freezes the mask tokens no generator uses) after
+    ``steps`` steps on random gradients, so that every parameter's moments differ; and its
+    per-parameter state keyed by ('encoder' | 'predictor', name)."""
+    copies = {"encoder": copy.deepcopy(enc).train(), "predictor": copy.deepcopy(pred).train()}
+    if freeze_unused_tokens:
+        for i, token in enumerate(copies["predictor"].mask_tokens):
+            token.requires_grad_(i < len(cfg.masks))
+    opt = build_adamw(list(copies.values()), cfg.optim)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for m in copies.values():
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=gen) if p.requires_grad else None
+        opt.step()
+    by_name = {(part, n): opt.state[p] for part, m in copies.items() for n, p in m.named_parameters() if opt.state.get(p)}
+    return opt, by_name
+
+
+def optimizer_states(cfg, enc: nn.Module, pred: nn.Module) -> list[dict]:
     """A real AdamW state dict (exp_avg, exp_avg_sq, step, param_groups), as Lightning stores it."""
-    params = [p for m in (enc, pred) for p in m.parameters()]
-    opt = torch.optim.AdamW([p.detach().clone().requires_grad_(True) for p in params], lr=1e-3)
-    for p in opt.param_groups[0]["params"]:
-        p.grad = torch.ones_like(p)
-    opt.step()
-    return [opt.state_dict()]
+    return [trained_optimizer(cfg, enc, pred, steps=1)[0].state_dict()]
 
 
 def lightning_checkpoint(cfg, enc, pred, target, prefix: str = "", **extra) -> dict:
@@ -88,7 +105,7 @@ def lightning_checkpoint(cfg, enc, pred, target, prefix: str = "", **extra) -> d
         "state_dict": state,
         "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"total": {"ready": 1, "completed": 0}}}},
         "callbacks": {},
-        "optimizer_states": optimizer_states(enc, pred),
+        "optimizer_states": optimizer_states(cfg, enc, pred),
         "lr_schedulers": [],
         "target_encoder": {k: v.detach().clone().float() for k, v in target.state_dict().items()},
         "vjepa": {"format_version": 1, "config": config_to_dict(cfg)},
@@ -192,8 +209,8 @@ def test_official_export_has_all_three_parts(source, tmp_path, what):
     cfg, out = source["cfg"], tmp_path / "official.pt"
     export(source["run"], out, what=what, fmt="official")
     raw = torch.load(out, weights_only=True)
-    assert sorted(raw) == ["encoder", "predictor", "target_encoder"]
-    assert all(k.startswith("module.backbone.") for part in raw.values() for k in part)
+    assert sorted(raw) == sorted(OFFICIAL_TOP_LEVEL)
+    assert all(k.startswith("module.backbone.") for part in PARTS for k in raw[part])
     chosen = source["enc"] if what == "encoder" else source["target"]
     expected = {"encoder": source["enc"] if what == "all" else chosen, "target_encoder": chosen,
                 "predictor": source["pred"]}
@@ -216,6 +233,314 @@ def test_official_sincos_export_carries_the_position_table(tmp_path):
     assert "module.backbone.predictor_pos_embed" in raw["predictor"]
     loaded = load_part(out, fresh(cfg, "target_encoder"), "target_encoder")
     assert max_diff(loaded, target, random_clip(cfg, seed=3)) == 0.0
+
+
+# ----------------------------------------------------------------------------- the official tools
+# Minimal replicas of what the official code does with an exported file. Module structure and
+# parameter registration order follow src/models/vision_transformer.py and src/models/predictor.py
+# (facebookresearch/jepa and /vjepa2: own nn.Parameter pos_embed with requires_grad=False for
+# sin-cos models, none for RoPE), the optimizer grouping app/vjepa/utils.py init_opt, and the load
+# sequences app/vjepa/utils.py load_checkpoint (V-JEPA 1 wraps it in a try that silently restarts
+# from epoch 0 on any error: here every step must succeed), the frozen evals' load_pretrained /
+# modelcustom init_module and the V-JEPA 2 hub loader. docs/interop.md lists the keys per script.
+PARTS = ("encoder", "predictor", "target_encoder")
+OFFICIAL_TOP_LEVEL = {  # every key the official train / eval scripts read (or their trainer writes), and its type
+    "encoder": dict, "predictor": dict, "target_encoder": dict, "opt": dict, "scaler": dict, "epoch": int,
+    "loss": float, "batch_size": int, "world_size": int, "lr": float,
+}
+
+
+class OfficialMLP(nn.Module):
+    def __init__(self, dim, hidden):
+        super().__init__()
+        self.fc1, self.act, self.fc2 = nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim)
+
+
+class OfficialAttention(nn.Module):
+    def __init__(self, dim, qkv_bias):
+        super().__init__()
+        self.qkv, self.attn_drop, self.proj = nn.Linear(dim, 3 * dim, bias=qkv_bias), nn.Dropout(0.0), nn.Linear(dim, dim)
+
+
+class OfficialBlock(nn.Module):
+    def __init__(self, dim, hidden, qkv_bias):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = OfficialAttention(dim, qkv_bias)
+        self.drop_path = nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = OfficialMLP(dim, hidden)
+
+
+class OfficialPatchEmbed3D(nn.Module):
+    def __init__(self, patch, tubelet, in_chans, dim):
+        super().__init__()
+        self.proj = nn.Conv3d(in_chans, dim, (tubelet, patch, patch), stride=(tubelet, patch, patch))
+
+
+def official_sizes(cfg) -> dict:
+    m, p = cfg.model, cfg.model.predictor
+    dim, depth, _, ratio = m.resolved_size()
+    tokens = (cfg.data.num_frames // m.tubelet_size) * (cfg.data.crop_size // m.patch_size) ** 2
+    return dict(dim=dim, depth=depth, hidden=int(dim * ratio), tokens=tokens, sincos=m.pos_embed == "sincos",
+                pdim=p.embed_dim, pdepth=p.depth, phidden=int(p.embed_dim * p.mlp_ratio), ntok=p.num_mask_tokens)
+
+
+class OfficialVisionTransformer(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        s, m = official_sizes(cfg), cfg.model
+        self.patch_embed = OfficialPatchEmbed3D(m.patch_size, m.tubelet_size, m.in_chans, s["dim"])
+        self.pos_embed = (nn.Parameter(torch.zeros(1, s["tokens"], s["dim"]), requires_grad=False)
+                          if s["sincos"] else None)
+        self.blocks = nn.ModuleList([OfficialBlock(s["dim"], s["hidden"], m.qkv_bias) for _ in range(s["depth"])])
+        self.norm = nn.LayerNorm(s["dim"])
+
+
+class OfficialPredictor(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        s, m = official_sizes(cfg), cfg.model
+        self.predictor_embed = nn.Linear(s["dim"], s["pdim"])
+        self.mask_tokens = nn.ParameterList([nn.Parameter(torch.zeros(1, 1, s["pdim"])) for _ in range(s["ntok"])])
+        self.predictor_pos_embed = (nn.Parameter(torch.zeros(1, s["tokens"], s["pdim"]), requires_grad=False)
+                                    if s["sincos"] else None)
+        self.predictor_blocks = nn.ModuleList([OfficialBlock(s["pdim"], s["phidden"], m.qkv_bias)
+                                               for _ in range(s["pdepth"])])
+        self.predictor_norm = nn.LayerNorm(s["pdim"])
+        self.predictor_proj = nn.Linear(s["pdim"], s["dim"])
+
+
+class Wrapped(nn.Module):  # MultiMaskWrapper (V-JEPA 1) / MultiSeqWrapper (V-JEPA 2): self.backbone
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+
+class DDP(nn.Module):  # DistributedDataParallel's state-dict view: self.module
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+
+
+def official_init_opt(encoder, predictor, betas=(0.9, 0.999), eps=1e-8):
+    """app/vjepa/utils.py init_opt's groups (both repos), called on the wrapped models before DDP."""
+    groups = [
+        {"params": (p for n, p in encoder.named_parameters() if ("bias" not in n) and (len(p.shape) != 1))},
+        {"params": (p for n, p in predictor.named_parameters() if ("bias" not in n) and (len(p.shape) != 1))},
+        {"params": (p for n, p in encoder.named_parameters() if ("bias" in n) or (len(p.shape) == 1)),
+         "WD_exclude": True, "weight_decay": 0},
+        {"params": (p for n, p in predictor.named_parameters() if ("bias" in n) or (len(p.shape) == 1)),
+         "WD_exclude": True, "weight_decay": 0},
+    ]
+    return torch.optim.AdamW(groups, betas=betas, eps=eps)
+
+
+def official_cosine_wd_step(optimizer, new_wd):
+    """src/utils/schedulers.py CosineWDSchedule.step's update (the value aside)."""
+    for group in optimizer.param_groups:
+        if ("WD_exclude" not in group) or not group["WD_exclude"]:
+            group["weight_decay"] = new_wd
+
+
+def official_trainer_state(cfg):
+    """app/vjepa/train.py up to the checkpoint load: models, init_opt, GradScaler (bf16), DDP."""
+    encoder, predictor = Wrapped(OfficialVisionTransformer(cfg)), Wrapped(OfficialPredictor(cfg))
+    target = copy.deepcopy(encoder)
+    opt = official_init_opt(encoder, predictor)
+    scaler = torch.amp.GradScaler("cpu")  # meta.dtype bfloat16 -> mixed_precision -> a GradScaler
+    encoder, predictor, target = DDP(encoder), DDP(predictor), DDP(target)
+    for p in target.parameters():
+        p.requires_grad = False
+    return encoder, predictor, target, opt, scaler
+
+
+def official_load_checkpoint(path, encoder, predictor, target_encoder, opt, scaler, is_anneal=False):
+    """app/vjepa/utils.py load_checkpoint (V-JEPA 2's; V-JEPA 1's is the same with is_anneal=False,
+    inside a try that turns any error into a silent restart at epoch 0)."""
+    checkpoint = torch.load(path, map_location=torch.device("cpu"), weights_only=True)
+    epoch = 0
+    if not is_anneal:
+        epoch = checkpoint["epoch"]
+    encoder.load_state_dict(checkpoint["encoder"])  # strict, as the official call
+    predictor.load_state_dict(checkpoint["predictor"])
+    if target_encoder is not None:
+        target_encoder.load_state_dict(checkpoint["target_encoder"])
+    opt.load_state_dict(checkpoint["opt"])
+    if scaler is not None:
+        scaler.load_state_dict(checkpoint["scaler"])
+    return encoder, predictor, target_encoder, opt, scaler, epoch
+
+
+def official_load_pretrained(encoder, path, checkpoint_key="target_encoder"):
+    """evals/video_classification_frozen/eval.py load_pretrained (V-JEPA 1; V-JEPA 2's modelcustom
+    init_module reads checkpoint[checkpoint_key] the same way, without 'epoch')."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        pretrained_dict = checkpoint[checkpoint_key]
+    except Exception:
+        pretrained_dict = checkpoint["encoder"]
+    pretrained_dict = {k.replace("module.", ""): v for k, v in pretrained_dict.items()}
+    pretrained_dict = {k.replace("backbone.", ""): v for k, v in pretrained_dict.items()}
+    msg = encoder.load_state_dict(pretrained_dict, strict=False)
+    return msg, checkpoint["epoch"]
+
+
+def stripped(sd: dict) -> dict:
+    return {k.replace("module.", "").replace("backbone.", ""): v for k, v in sd.items()}
+
+
+def check_official_file(out: Path, cfg) -> dict:
+    """Every key the official scripts read is there with its type; returns the weights-only load."""
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    assert set(raw) == set(OFFICIAL_TOP_LEVEL), sorted(raw)
+    for key, kind in OFFICIAL_TOP_LEVEL.items():
+        assert type(raw[key]) is kind, (key, type(raw[key]))
+    assert raw["epoch"] >= 0 and raw["batch_size"] == cfg.data.batch_size * cfg.train.accumulate_grad_batches
+    assert raw["world_size"] == cfg.train.devices * cfg.train.num_nodes and raw["lr"] == cfg.optim.lr
+    assert set(raw["opt"]) == {"state", "param_groups"} and len(raw["opt"]["param_groups"]) == 4
+    assert [bool(g.get("WD_exclude")) for g in raw["opt"]["param_groups"]] == [False, False, True, True]
+    assert set(raw["scaler"]) >= {"scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker"}
+    return raw
+
+
+def check_official_resume(out: Path, cfg, expected: dict, by_name: dict | None, is_anneal: bool = False):
+    """Run the official resume / cooldown load on ``out``; check weights, per-parameter AdamW moments
+    (``by_name``: our state by (part, name); None = an empty state) and that training can step."""
+    encoder, predictor, target, opt, scaler, epoch = official_load_checkpoint(
+        out, *official_trainer_state(cfg), is_anneal=is_anneal)
+    assert isinstance(epoch, int)
+    for part, module in (("encoder", encoder), ("predictor", predictor), ("target_encoder", target)):
+        got = stripped(module.state_dict())
+        want = expected[part].state_dict()
+        assert set(want) <= set(got) and all(torch.equal(got[k], v) for k, v in want.items()), part
+    # the optimizer's state sits on the official parameter of the same name
+    moved = 0
+    for part, module in (("encoder", encoder), ("predictor", predictor)):
+        for name, p in module.module.backbone.named_parameters():
+            st = opt.state.get(p, {})
+            ours = (by_name or {}).get((part, name))
+            if ours is None:
+                assert not st, (part, name)
+                continue
+            assert torch.equal(st["exp_avg"], ours["exp_avg"]) and torch.equal(st["exp_avg_sq"], ours["exp_avg_sq"])
+            assert float(st["step"]) == float(ours["step"])
+            moved += 1
+    assert moved == len(by_name or {})
+    groups = opt.param_groups
+    assert groups[2]["WD_exclude"] and groups[3]["WD_exclude"] and "WD_exclude" not in groups[0]
+    official_cosine_wd_step(opt, 0.123)
+    assert [g["weight_decay"] for g in groups] == [0.123, 0.123, 0, 0]
+    for module in (encoder, predictor):  # one training step: every moment has its parameter's shape
+        for p in module.parameters():
+            if p.requires_grad:
+                p.grad = torch.ones_like(p)
+    opt.step()
+    return opt, scaler
+
+
+@pytest.mark.parametrize("pos_embed", ["sincos", "rope"])
+def test_official_export_opens_in_the_official_resume_cooldown_and_evals(tmp_path, pos_embed):
+    """sincos = a V-JEPA 1 model (V-JEPA 1 resume and frozen eval; V-JEPA 2 with use_rope false),
+    rope = a V-JEPA 2 model (V-JEPA 2 resume, cooldown, frozen evals, hub loader)."""
+    cfg = debug_cfg(f"model.pos_embed={pos_embed}")
+    enc, pred, target = build_parts(cfg, seed=21)
+    opt, by_name = trained_optimizer(cfg, enc, pred, steps=2)
+    run = write_run(tmp_path, cfg, lightning_checkpoint(cfg, enc, pred, target, optimizer_states=[opt.state_dict()]))
+    out = tmp_path / "official.pt"
+    result = export(run, out, what="all", fmt="official")
+    raw = check_official_file(out, cfg)
+    assert raw["epoch"] == 0  # step 7 // ipe 300
+    assert len(raw["opt"]["state"]) == len(by_name) and ("predictor", "mask_tokens.2") not in by_name
+    text = result.summary()
+    assert "epoch: 0 = step 7 // ipe 300" in text and f"{len(by_name)} of {len(by_name)} trainable" in text
+
+    expected = {"encoder": enc, "predictor": pred, "target_encoder": target}
+    check_official_resume(out, cfg, expected, by_name)  # train resume (V-JEPA 1 and 2)
+    check_official_resume(out, cfg, expected, by_name, is_anneal=True)  # V-JEPA 2 cooldown start
+
+    # frozen evaluation: target_encoder (fallback encoder), 'epoch' read after the load
+    model = OfficialVisionTransformer(cfg)
+    msg, epoch = official_load_pretrained(model, out)
+    assert not msg.missing_keys and not msg.unexpected_keys and epoch == 0
+    assert all(torch.equal(v, target.state_dict()[k]) for k, v in stripped(model.state_dict()).items()
+               if k in target.state_dict())
+    # V-JEPA 2 action anticipation: checkpoint['predictor']; hub: checkpoint['encoder'] / ['predictor']
+    for key, module in (("predictor", OfficialPredictor(cfg)), ("encoder", OfficialVisionTransformer(cfg))):
+        module.load_state_dict(stripped(raw[key]), strict=True)
+
+    # and our own loader reads the same file back unchanged
+    for part in PARTS:
+        assert same_weights(load_part(out, fresh(cfg, part), part), expected[part]), part
+
+
+def test_official_export_epoch_follows_ipe(source, tmp_path, capsys):
+    out = tmp_path / "o.pt"
+    result = export(source["run"], out, what="all", fmt="official", ipe=3)
+    assert torch.load(out, weights_only=True)["epoch"] == 2  # step 7 // 3
+    assert "epoch: 2 = step 7 // ipe 3 (--ipe)" in result.summary()
+    assert "restarts epoch 2 at its step 6, 1 steps before" in result.summary()
+    cfg = debug_cfg("data.batches_per_epoch=4", "train.accumulate_grad_batches=2")  # 2 optimizer steps per epoch
+    enc, pred, target = build_parts(cfg, seed=22)
+    run = write_run(tmp_path / "bpe", cfg, lightning_checkpoint(cfg, enc, pred, target))
+    result = export(run, out, what="all", fmt="official")
+    assert torch.load(out, weights_only=True)["epoch"] == 3 and "ipe 2 (data.batches_per_epoch" in result.summary()
+    with pytest.raises(ValueError, match="ipe"):
+        export(source["run"], tmp_path / "n.pt", fmt="native", ipe=3)
+    assert vjepa_main(["export", str(source["run"]), "--format", "official", "--what", "all", "--ipe", "7",
+                       "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "epoch: 1 = step 7 // ipe 7" in text and "opt: AdamW state" in text and "scaler:" in text
+    assert vjepa_main(["export", str(source["run"]), "--ipe", "7", "--out", str(tmp_path / "n.pt")]) == 2
+    assert vjepa_main(["export", str(source["run"]), "--format", "official", "--ipe", "0", "--out", str(out)]) == 2
+
+
+def test_official_export_without_a_usable_optimizer_state_still_loads(tmp_path):
+    """No optimizer state (or one that does not map): the official groups with an empty state, which
+    the official load accepts (AdamW restarts its moments); the summary says so."""
+    cfg = debug_cfg("model.pos_embed=sincos")
+    enc, pred, target = build_parts(cfg, seed=23)
+    expected = {"encoder": enc, "predictor": pred, "target_encoder": target}
+    ckpt = lightning_checkpoint(cfg, enc, pred, target)
+    del ckpt["optimizer_states"]
+    run = write_run(tmp_path / "none", cfg, ckpt)
+    out = tmp_path / "o.pt"
+    result = export(run, out, what="all", fmt="official")
+    raw = check_official_file(out, cfg)
+    assert raw["opt"]["state"] == {}
+    assert "EMPTY state: the checkpoint holds no optimizer state" in result.summary()
+    check_official_resume(out, cfg, expected, None)
+
+    # a state from another grouping (one group over every parameter) is not guessed at
+    flat = torch.optim.AdamW([p.detach().clone().requires_grad_(True) for m in (enc, pred) for p in m.parameters()])
+    for p in flat.param_groups[0]["params"]:
+        p.grad = torch.ones_like(p)
+    flat.step()
+    run = write_run(tmp_path / "flat", cfg, lightning_checkpoint(cfg, enc, pred, target,
+                                                                  optimizer_states=[flat.state_dict()]))
+    result = export(run, out, what="all", fmt="official")
+    assert torch.load(out, weights_only=True)["opt"]["state"] == {}
+    assert "does not map onto the official groups exactly" in result.summary()
+    check_official_resume(out, cfg, expected, None)
+
+
+def test_official_export_maps_a_name_keyed_optimizer_state(tmp_path):
+    """FSDP's full optimizer state dict keys the state by parameter name: mapped by name as well
+    (here from an optimizer over every parameter, unused mask tokens included)."""
+    cfg = debug_cfg()
+    enc, pred, target = build_parts(cfg, seed=24)
+    opt, by_name = trained_optimizer(cfg, enc, pred, freeze_unused_tokens=False)
+    sd = opt.state_dict()
+    names = [f"_forward_module.{part}.{n}" for g in opt.param_groups for p in g["params"]
+             for part, n in [next(k for k, v in by_name.items() if v is opt.state[p])]]
+    sd = {"state": {names[i]: v for i, v in sd["state"].items()},
+          "param_groups": [dict(g, params=[names[i] for i in g["params"]]) for g in sd["param_groups"]]}
+    expected = {"encoder": enc, "predictor": pred, "target_encoder": target}
+    for name, states in (("by_name", [sd]), ("by_index", [opt.state_dict()])):
+        run = write_run(tmp_path / name, cfg, lightning_checkpoint(cfg, enc, pred, target, optimizer_states=states))
+        out = tmp_path / f"{name}.pt"
+        export(run, out, what="all", fmt="official")
+        check_official_resume(out, cfg, expected, by_name)
 
 
 # ----------------------------------------------------------------------------- Hugging Face
@@ -423,7 +748,8 @@ def test_cli_subprocess_has_no_traceback(tmp_path):
 @pytest.mark.slow
 def test_export_from_a_real_pretrain_run(tmp_path):
     """`vjepa pretrain` (Lightning Trainer.fit, debug recipe, 3 steps) writes the run directory; the
-    export of that run reproduces the trained module's EMA target, context encoder and predictor."""
+    export of that run reproduces the trained module's EMA target, context encoder and predictor, and
+    its official export carries the trainer's AdamW moments onto the official parameters."""
     import lightning as L
 
     from vjepa_pipeline.train.pretrain import pretrain
@@ -450,6 +776,16 @@ def test_export_from_a_real_pretrain_run(tmp_path):
     assert max_diff(load_part(out, fresh(cfg, "target_encoder")), target, x) == 0.0
     assert max_diff(load_part(out, fresh(cfg, "encoder"), "encoder"), encoder, x) == 0.0
     assert same_weights(load_part(out, fresh(cfg, "predictor"), "predictor"), module.predictor)
+
+    opt = module._optimizer()
+    by_name = {(part, n): opt.state[p] for part, m in (("encoder", encoder), ("predictor", module.predictor))
+               for n, p in m.named_parameters() if opt.state.get(p)}  # unused mask tokens never get a state
+    assert len(by_name) > 20 and all(float(st["step"]) == 3 for st in by_name.values())
+    official = tmp_path / "official.pt"
+    export(run, official, what="all", fmt="official")
+    check_official_file(official, cfg)
+    check_official_resume(official, cfg, {"encoder": encoder, "predictor": module.predictor,
+                                          "target_encoder": target}, by_name)
 
 
 # ----------------------------------------------------------------------------- DeepSpeed (ZeRO-2, CPU, gloo)
@@ -557,6 +893,10 @@ def test_export_from_a_deepspeed_zero2_checkpoint(tmp_path):
         loaded = load_part(out, fresh(cfg, part), part).state_dict()
         assert all(torch.equal(loaded[k], v) for k, v in expected[part].items()), part
     assert vjepa_main(["export", str(run), "--format", "official", "--out", str(tmp_path / "o.pt")]) == 0
+    # ZeRO shards keep the AdamW moments: the official file gets the groups with an empty state
+    result = export(run, tmp_path / "o.pt", what="all", fmt="official")
+    assert "EMPTY state: DeepSpeed keeps the AdamW moments ZeRO-sharded" in result.summary()
+    check_official_file(tmp_path / "o.pt", cfg)
 
 
 def test_deepspeed_directory_without_client_state_is_refused(tmp_path):

@@ -15,7 +15,9 @@ from vjepa_pipeline.data.batch import ClipBatch
 from vjepa_pipeline.models.inputs import normalize_clips
 from vjepa_pipeline.objectives import OBJECTIVES, Objective, StepOutput, VJEPAObjective, build_objective
 from vjepa_pipeline.train.data import TrainDataModule
+from vjepa_pipeline.train.metrics import MetricsCallback
 from vjepa_pipeline.train.module import ObjectiveModule
+from vjepa_pipeline.utils.jsonl import read_jsonl
 
 DEBUG = Path(__file__).resolve().parents[1] / "configs" / "pretrain" / "debug.yaml"
 
@@ -63,6 +65,16 @@ def test_the_config_picks_the_objective_and_refuses_unknown_kinds(tmp_path):
         cfg_for(tmp_path, "model.predictor.kind=ac")
 
 
+def test_frozen_networks_may_not_shadow_checkpoint_keys(tmp_path):
+    class Clashing(MeanFrameObjective):
+        def frozen_networks(self):
+            return {"callbacks": self.teacher}
+
+    cfg = cfg_for(tmp_path)
+    with pytest.raises(ValueError, match="callbacks"):
+        ObjectiveModule(cfg, objective=Clashing(cfg))
+
+
 def test_vjepa_objective_networks_and_checkpoint_names(tmp_path):
     obj = build_objective(cfg_for(tmp_path))
     assert list(obj.trainable_networks()) == ["encoder", "predictor"]
@@ -88,9 +100,11 @@ def test_a_new_objective_plugs_into_the_same_trainer(tmp_path):
             if pl_module.step_record and (not records or records[-1]["step"] != pl_module.step_record["step"]):
                 records.append(dict(pl_module.step_record))
 
+    metrics = MetricsCallback(tmp_path / "run", log_every_steps=1, wandb_cfg=None, interactive=True)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=3, accumulate_grad_batches=2, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False, callbacks=[Recorder()])
+                        reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+                        callbacks=[Recorder(), metrics])
     before = objective.head.weight.detach().clone()
     trainer.fit(module, datamodule=TrainDataModule(cfg))
     assert objective.post_steps == [1, 2, 3]  # once per optimizer step, not per micro-batch
@@ -98,6 +112,8 @@ def test_a_new_objective_plugs_into_the_same_trainer(tmp_path):
     assert all(r["toy_after"] == r["step"] and r["toy_term"] == pytest.approx(0.5) for r in records)
     assert all(r["clips"] == 2 * cfg.data.batch_size and r["flops"] == 20 for r in records)
     assert all("collapse" in r for r in records)
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")  # the objective's own scalars are logged
+    assert [(x["step"], x["toy_term"], x["toy_after"]) for x in lines] == [(1, 0.5, 1.0), (2, 0.5, 2.0), (3, 0.5, 3.0)]
     assert not torch.equal(before, objective.head.weight)
     ckpt = tmp_path / "toy.ckpt"
     trainer.save_checkpoint(ckpt)

@@ -31,7 +31,12 @@ Formats:
   all three: with ``what=target_encoder`` (or ``encoder``) the chosen encoder weights go under BOTH
   ``encoder`` and ``target_encoder``, so official eval scripts (which read ``target_encoder``) and
   tools that read ``encoder`` get the weights asked for; ``predictor`` is the trained predictor.
-  ``what=all`` writes the three real parts. ``what=predictor`` is refused (use native).
+  ``what=all`` writes the three real parts (use it to resume official training). ``what=predictor``
+  is refused (use native). Beside the weights the file holds what the official trainers and evals
+  read (``official_extras``): ``epoch`` (step // iterations per epoch), ``opt`` (our AdamW state
+  converted to the official init_opt's four groups, or those groups with an empty state when it
+  cannot be mapped exactly), ``scaler`` (a GradScaler state), ``loss``, ``batch_size``,
+  ``world_size``, ``lr``; docs/interop.md "Exports for the official tools" lists who reads what.
 - ``hf``: a Hugging Face ``VJEPA2Model`` directory (config.json + model.safetensors; RoPE models
   only). Its single encoder is the chosen encoder (``what`` = target_encoder (default) or encoder),
   its predictor the trained predictor; ``all`` / ``predictor`` are refused.
@@ -50,7 +55,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import CheckpointError
-from .layouts import StateDict, strip_key
+from .layouts import POSITION_TABLE_KEYS, StateDict, strip_key
 
 WHATS = ("target_encoder", "encoder", "predictor", "all")
 FORMATS = ("native", "official", "hf")
@@ -93,6 +98,11 @@ class TrainingCheckpoint:
     step: int | None
     source: Path | None = None
     kind: str = "lightning"  # or "deepspeed"
+    # The trainer's AdamW state_dict as saved (Lightning ``optimizer_states[0]``), or None with the
+    # reason in ``optimizer_note``; the AMP GradScaler state of a 16-mixed run, if any.
+    optimizer_state: dict | None = None
+    optimizer_note: str = ""
+    scaler_state: dict | None = None
 
 
 @dataclass
@@ -104,12 +114,14 @@ class ExportResult:
     source: Path
     kind: str
     params: dict[str, int] = field(default_factory=dict)  # name in the written file -> parameter count
+    notes: list[str] = field(default_factory=list)  # official format: epoch / opt / scaler, one line each
 
     def summary(self) -> str:
         parts = ", ".join(f"{name} {n / 1e6:.2f}M params" for name, n in self.params.items())
         step = f"step {self.step}" if self.step is not None else "step unknown"
-        return (f"exported {self.what} ({step}, {self.kind} checkpoint {self.source})\n"
-                f"  format {self.fmt} -> {self.out}\n  contents: {parts}")
+        return "\n".join([f"exported {self.what} ({step}, {self.kind} checkpoint {self.source})",
+                          f"  format {self.fmt} -> {self.out}", f"  contents: {parts}",
+                          *(f"  {note}" for note in self.notes)])
 
 
 # ---- locating the checkpoint -----------------------------------------------------------------
@@ -293,7 +305,24 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
                               "file use vjepa_pipeline.checkpoint.interop.load_part")
     cfg, target, step = _config_and_target(obj, str(ckpt))
     enc, pred = split_module_state(obj["state_dict"], str(ckpt))
-    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="lightning")
+    opt, note = _lightning_optimizer_state(obj)
+    scaler = obj.get("MixedPrecision")  # Lightning's AMP plugin state: the GradScaler's (16-mixed only)
+    scaler = scaler if isinstance(scaler, dict) and "scale" in scaler else None
+    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="lightning", optimizer_state=opt,
+                              optimizer_note=note, scaler_state=scaler)
+
+
+def _lightning_optimizer_state(obj: dict) -> tuple[dict | None, str]:
+    states = obj.get("optimizer_states")
+    if not isinstance(states, list) or not states:
+        return None, "the checkpoint holds no optimizer state"
+    if len(states) != 1:
+        return None, f"the checkpoint holds {len(states)} optimizer states (one AdamW expected)"
+    state = states[0]
+    if not isinstance(state, dict) or not isinstance(state.get("state"), dict) \
+            or not isinstance(state.get("param_groups"), list):
+        return None, "the optimizer state is not a torch.optim state_dict"
+    return state, ""
 
 
 def _load_deepspeed(ckpt: Path) -> TrainingCheckpoint:
@@ -326,7 +355,260 @@ def _load_deepspeed(ckpt: Path) -> TrainingCheckpoint:
         raise CheckpointError(f"{ckpt}: DeepSpeed could not consolidate the fp32 weights "
                               f"({type(exc).__name__}: {_first_line(exc)})") from None
     enc, pred = split_module_state(sd, str(ckpt))
-    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="deepspeed")
+    return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="deepspeed",
+                              optimizer_note="DeepSpeed keeps the AdamW moments ZeRO-sharded in *_optim_states.pt, "
+                                             "which this export does not consolidate")
+
+
+# ---- what the official trainers and evals read besides the weights ------------------------------
+# The official V-JEPA (app/vjepa/train.py, both repos) saves and reads, at the top level of its file:
+# encoder / predictor / target_encoder (DDP-wrapped: 'module.backbone.' keys), 'opt' (its AdamW
+# state_dict), 'scaler' (GradScaler state or None), 'epoch', 'loss', 'batch_size', 'world_size',
+# 'lr'. docs/interop.md "Exports for the official tools" lists which script reads which key.
+OFFICIAL_IPE = 300  # optimization.ipe of every published V-JEPA / V-JEPA 2 recipe
+# torch.amp.GradScaler() defaults: the official trainers make one whenever meta.dtype is bfloat16 or
+# float16 (every published recipe) and then call scaler.load_state_dict(checkpoint['scaler']),
+# which fails on None or {}.
+FRESH_SCALER_STATE = {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000,
+                      "_growth_tracker": 0}
+
+# The official parameter order (nn.Module.named_parameters(): a module's own parameters, then its
+# children in registration order) as ranks per name segment: pos_embed is an own nn.Parameter of the
+# official VisionTransformer (requires_grad=False), so it comes first, then patch_embed, blocks,
+# norm; the predictor: predictor_pos_embed, predictor_embed, mask_tokens, predictor_blocks,
+# predictor_norm, predictor_proj; in a block norm1, attn (qkv, proj), norm2, mlp (fc1, fc2);
+# weight before bias. A parameter with a segment not listed here has no known official place.
+_OFFICIAL_RANK = {
+    "pos_embed": 0, "patch_embed": 1, "blocks": 2, "norm": 3,
+    "predictor_pos_embed": 0, "predictor_embed": 1, "mask_tokens": 2, "predictor_blocks": 3,
+    "predictor_norm": 4, "predictor_proj": 5,
+    "norm1": 0, "attn": 1, "norm2": 2, "mlp": 3, "qkv": 0, "proj": 1, "fc1": 0, "fc2": 1,
+    "weight": 0, "bias": 1,
+}
+OFFICIAL_GROUPS = (("encoder", False), ("predictor", False), ("encoder", True), ("predictor", True))
+
+
+def official_order_key(name: str) -> tuple[int, ...]:
+    """Sort key placing ``name`` where the official module's named_parameters() yields it
+    (ValueError for a name with no known official place)."""
+    key = []
+    for seg in name.split("."):
+        if seg.isdigit():
+            key.append(int(seg))
+        elif seg in _OFFICIAL_RANK:
+            key.append(_OFFICIAL_RANK[seg])
+        else:
+            raise ValueError(f"parameter {name!r} has no known place in the official parameter order")
+    return tuple(key)
+
+
+def official_no_decay(name: str, shape) -> bool:
+    """The official init_opt's rule: no weight decay for ('bias' in name) or 1-D parameters."""
+    return "bias" in name or len(shape) == 1
+
+
+def official_parameters(module: nn.Module) -> list[tuple[str, torch.Size]]:
+    """(name, shape) of every nn.Parameter the official module of ``module`` has, in the official
+    order when it is known (else ours): our parameters plus the sin-cos tables, which are buffers
+    here and frozen parameters there."""
+    params = [(n, p.shape) for n, p in module.named_parameters()]
+    tables = [(n, b.shape) for n, b in module.named_buffers() if n in POSITION_TABLE_KEYS]
+    try:
+        return sorted(tables + params, key=lambda item: official_order_key(item[0]))
+    except ValueError:
+        return tables + params
+
+
+def official_param_groups(encoder: nn.Module, predictor: nn.Module) -> list[list[tuple[str, str, torch.Size]]]:
+    """The official init_opt's four AdamW groups as (part, name, shape) lists: encoder decay,
+    predictor decay, encoder no-decay, predictor no-decay (the last two with WD_exclude)."""
+    params = {"encoder": official_parameters(encoder), "predictor": official_parameters(predictor)}
+    return [[(part, n, s) for n, s in params[part] if official_no_decay(n, s) == no_decay]
+            for part, no_decay in OFFICIAL_GROUPS]
+
+
+def _adamw_group(lr: float, betas, eps: float, weight_decay: float, saved: dict | None = None) -> dict:
+    """A complete AdamW param-group dict (this torch's keys), hyper-parameters from ``saved`` where given."""
+    template = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=lr, betas=tuple(betas), eps=eps,
+                                 weight_decay=weight_decay).state_dict()["param_groups"][0]
+    template.pop("params")
+    for key in template:
+        if saved is not None and key in saved and key not in ("weight_decay", "initial_lr"):
+            template[key] = saved[key]
+    template["weight_decay"] = weight_decay
+    return template
+
+
+def _unused_mask_tokens(cfg, predictor: nn.Module) -> set[str]:
+    """Names of the predictor mask tokens our objective freezes (objectives/vjepa.py: only the
+    tokens the mask generators use train, so they alone are in the trainer's optimizer)."""
+    count = len(getattr(predictor, "mask_tokens", ()))
+    rule = getattr(cfg.model.predictor, "mask_token_rule", "per_generator")
+    try:
+        from ..models.jepa import used_mask_tokens
+
+        used = used_mask_tokens(len(cfg.masks), count, rule)
+    except (ImportError, ValueError):
+        used = set(range(len(cfg.masks)))
+    return {f"mask_tokens.{i}" for i in range(count) if i not in used}
+
+
+def _our_param_names(cfg, encoder: nn.Module, predictor: nn.Module) -> list[list[list[tuple[str, str]]]]:
+    """Candidate layouts of our trainer's AdamW, (part, name) per group: models.optim.param_groups
+    over [encoder, predictor] as train/module.py's configure_optimizers builds it, without the
+    mask tokens the objective freezes (as it trains), or over every parameter."""
+    from ..models.optim import param_groups
+
+    names = {id(p): (part, n) for part, m in (("encoder", encoder), ("predictor", predictor))
+             for n, p in m.named_parameters()}
+    groups = [[names[id(p)] for p in g["params"]] for g in param_groups([encoder, predictor], 0.0)]
+    frozen = {("predictor", n) for n in _unused_mask_tokens(cfg, predictor)}
+    return [[[pn for pn in g if pn not in frozen] for g in groups], groups]
+
+
+def _map_saved_state(saved: dict, cfg, encoder: nn.Module, predictor: nn.Module) -> dict[tuple[str, str], dict]:
+    """Our saved AdamW state keyed by (part, parameter name); ValueError when it cannot be mapped
+    exactly (group sizes, unknown names, shapes)."""
+    groups = saved["param_groups"]
+    ids = [i for g in groups for i in g.get("params", [])]
+    if ids and all(isinstance(i, str) for i in ids):  # FSDP full optimizer state: keyed by parameter name
+        by_id = {}
+        for i in ids:
+            part, _, name = clean_key(i).partition(".")
+            by_id[i] = (part, name)
+    else:
+        sizes = [len(g.get("params", [])) for g in groups]
+        candidates = _our_param_names(cfg, encoder, predictor)
+        ours = next((c for c in candidates if [len(g) for g in c] == sizes), None)
+        if ours is None:
+            raise ValueError(f"its param groups hold {sizes} parameters, the trainer's groups for this model "
+                             f"{' or '.join(str([len(g) for g in c]) for c in candidates)}")
+        by_id = dict(zip(ids, (pn for g in ours for pn in g)))
+    shapes = {(part, n): p.shape for part, m in (("encoder", encoder), ("predictor", predictor))
+              for n, p in m.named_parameters()}
+    out = {}
+    for i, st in saved["state"].items():
+        where = by_id.get(i)
+        if where is None or where not in shapes:
+            raise ValueError(f"state entry {i!r} belongs to no encoder / predictor parameter")
+        missing = {"step", "exp_avg", "exp_avg_sq"} - set(st)
+        if missing:
+            raise ValueError(f"state of {where[0]}.{where[1]} lacks {sorted(missing)} (not an AdamW state)")
+        for k in ("exp_avg", "exp_avg_sq"):
+            if tuple(st[k].shape) != tuple(shapes[where]):
+                raise ValueError(f"{k} of {where[0]}.{where[1]} has shape {tuple(st[k].shape)}, the parameter "
+                                 f"{tuple(shapes[where])}")
+        step = st["step"]
+        out[where] = {"step": (step.detach().to("cpu", torch.float32) if isinstance(step, torch.Tensor)
+                               else torch.tensor(float(step))),
+                      "exp_avg": _fp32(st["exp_avg"]).contiguous(), "exp_avg_sq": _fp32(st["exp_avg_sq"]).contiguous()}
+    return out
+
+
+def official_optimizer_state(ckpt: TrainingCheckpoint, encoder: nn.Module, predictor: nn.Module) -> tuple[dict, str]:
+    """``opt`` for the official trainers: an AdamW state_dict laid out as their init_opt's optimizer
+    (four groups, the official parameter order, WD_exclude on the no-decay groups), carrying our
+    per-parameter moments and step counts; plus a note saying what it holds.
+
+    When our state cannot be mapped exactly (no optimizer state in the checkpoint, an unknown
+    parameter, a group or shape mismatch) the groups are written with an empty state, which the
+    official optimizer loads as well: AdamW then restarts its moments (and bias correction) at the
+    first resumed step."""
+    from ..models.optim import learning_rate, weight_decay
+
+    cfg, step = ckpt.config, ckpt.step or 0
+    groups = official_param_groups(encoder, predictor)
+    index = {(part, n): i for i, (part, n, _) in enumerate(pn for g in groups for pn in g)}
+    saved = ckpt.optimizer_state
+    decay_group = saved["param_groups"][0] if saved and saved.get("param_groups") else None
+    if decay_group is not None:
+        lr, wd = float(decay_group.get("lr", cfg.optim.lr)), float(decay_group.get("weight_decay", 0.0))
+        betas, eps = decay_group.get("betas", cfg.optim.betas), float(decay_group.get("eps", cfg.optim.eps))
+    else:
+        total = cfg.train.max_steps
+        lr, wd = learning_rate(cfg.optim, step, total), weight_decay(cfg.optim, step, total)
+        betas, eps = cfg.optim.betas, cfg.optim.eps
+    param_groups, start = [], 0
+    for g, (_, no_decay) in zip(groups, OFFICIAL_GROUPS):
+        group = _adamw_group(lr, betas, eps, 0.0 if no_decay else wd, decay_group)
+        if no_decay:
+            group["WD_exclude"] = True  # the official CosineWDSchedule skips these groups
+        group["params"] = list(range(start, start + len(g)))
+        start += len(g)
+        param_groups.append(group)
+    reason = ckpt.optimizer_note or "the checkpoint holds no optimizer state"
+    state: dict[int, dict] = {}
+    trainable = 0
+    if saved is not None:
+        reason = ""
+        trainable = sum(len(g.get("params", [])) for g in saved["param_groups"])
+        try:
+            mapped = _map_saved_state(saved, cfg, encoder, predictor)
+            missing = [f"{part}.{n}" for part, n in mapped if (part, n) not in index]
+            if missing:
+                raise ValueError(f"{missing[0]} is not in the official groups")
+            for part, n, _ in (pn for g in groups for pn in g):
+                official_order_key(n)  # ValueError: the official order is not known for this model
+            state = {index[k]: v for k, v in mapped.items()}
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # also a malformed state: never guessed
+            reason = f"our optimizer state does not map onto the official groups exactly ({exc})"
+    sizes = "/".join(str(len(g)) for g in groups)
+    if not reason:
+        note = (f"opt: AdamW state in the official init_opt layout (4 groups of {sizes} parameters): moments and "
+                f"step counts of {len(state)} of {trainable} trainable parameters, mapped by name")
+    else:
+        note = (f"opt: AdamW groups in the official init_opt layout (4 groups of {sizes} parameters) with an EMPTY "
+                f"state: {reason}; a resumed official run restarts AdamW's moments and bias correction")
+    return {"state": state, "param_groups": param_groups}, note
+
+
+def official_epoch(ckpt: TrainingCheckpoint, ipe: int | None = None) -> tuple[int, str]:
+    """The official ``epoch`` (completed epochs; their resume fast-forwards its schedules by
+    epoch x ipe steps) for our optimizer step: step // ipe, with ipe = ``ipe`` if given, else
+    data.batches_per_epoch / train.accumulate_grad_batches when the recipe sets it, else 300 (the
+    published recipes' optimization.ipe)."""
+    cfg = ckpt.config
+    if ipe is not None:
+        source = "--ipe"
+    elif cfg.data.batches_per_epoch:
+        ipe = max(cfg.data.batches_per_epoch // max(cfg.train.accumulate_grad_batches, 1), 1)
+        source = "data.batches_per_epoch / train.accumulate_grad_batches"
+    else:
+        ipe, source = OFFICIAL_IPE, "the published recipes' optimization.ipe"
+    if ckpt.step is None:
+        return 0, f"epoch: 0 (the checkpoint does not record its step; ipe {ipe})"
+    epoch, rest = divmod(ckpt.step, ipe)
+    text = (f"epoch: {epoch} = step {ckpt.step} // ipe {ipe} ({source}); set optimization.ipe: {ipe} in the "
+            "official config")
+    if rest:
+        text += (f"; an official resume restarts epoch {epoch} at its step {epoch * ipe}, "
+                 f"{rest} steps before this checkpoint")
+    return epoch, text
+
+
+def official_extras(ckpt: TrainingCheckpoint, encoder: nn.Module, predictor: nn.Module,
+                    ipe: int | None = None) -> tuple[dict, list[str]]:
+    """The top-level entries the official trainers read or write besides the weights (``epoch``,
+    ``opt``, ``scaler``, ``loss``, ``batch_size``, ``world_size``, ``lr``) and a note per decision."""
+    cfg = ckpt.config
+    epoch, epoch_note = official_epoch(ckpt, ipe)
+    opt, opt_note = official_optimizer_state(ckpt, encoder, predictor)
+    if ckpt.scaler_state is not None:
+        scaler = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in ckpt.scaler_state.items()}
+        scaler_note = "scaler: the run's GradScaler state (16-mixed)"
+    else:
+        scaler = dict(FRESH_SCALER_STATE)
+        scaler_note = "scaler: a fresh GradScaler state (the official bf16/fp16 trainers load one; ignored in fp32)"
+    extras = {
+        "epoch": epoch,
+        "opt": opt,
+        "scaler": scaler,
+        "loss": float("nan"),  # not stored in our checkpoints; written by the official trainer, read by none
+        "batch_size": cfg.data.batch_size * cfg.train.accumulate_grad_batches,  # clips per rank per step
+        "world_size": cfg.train.devices * cfg.train.num_nodes,
+        "lr": float(cfg.optim.lr),  # the official 'lr': the recipe's peak (ref) learning rate
+    }
+    return extras, [epoch_note, opt_note, scaler_note]
 
 
 # ---- export ----------------------------------------------------------------------------------
@@ -366,16 +648,20 @@ def build_modules(ckpt: TrainingCheckpoint) -> dict[str, nn.Module]:
 
 
 def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt: str = "native",
-           verbose: bool = False) -> ExportResult:
+           verbose: bool = False, ipe: int | None = None) -> ExportResult:
     """Export ``what`` from the training checkpoint at ``path`` to ``out`` in format ``fmt``.
 
     ``out`` is a file for native / official and a directory for hf. See the module docstring for
-    what each format holds. Raises ValueError for an unsupported request, CheckpointError for a
-    checkpoint that cannot be read or does not match its config."""
+    what each format holds. ``ipe`` (official only): iterations per epoch for the official
+    ``epoch`` (see ``official_epoch``). Raises ValueError for an unsupported request,
+    CheckpointError for a checkpoint that cannot be read or does not match its config."""
     from ..config import config_to_dict
     from .interop import save_hf, save_native, save_official
 
     check_request(what, fmt)
+    if ipe is not None and (fmt != "official" or ipe < 1):
+        raise ValueError(f"ipe (iterations per epoch) is a positive number for --format official only; got {ipe} "
+                         f"with --format {fmt}")
     out = Path(out)
     if fmt in ("native", "official") and out.is_dir():
         raise CheckpointError(f"{out}: is a directory; --format {fmt} writes one file (give a file name)")
@@ -389,6 +675,7 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
                               "use --format native or official")
     modules = build_modules(ckpt)
     chosen = modules["encoder" if what == "encoder" else "target_encoder"]
+    notes: list[str] = []
     if fmt == "native":
         names = ("encoder", "predictor", "target_encoder") if what == "all" else (what,)
         parts = {n: modules[n] for n in names}
@@ -399,7 +686,11 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
             parts = {n: modules[n] for n in ("encoder", "predictor", "target_encoder")}
         else:
             parts = {"encoder": chosen, "predictor": modules["predictor"], "target_encoder": chosen}
-        save_official(out, parts)
+        # the optimizer state is the context encoder's and the predictor's, whatever 'encoder' holds
+        extras, notes = official_extras(ckpt, modules["encoder"], modules["predictor"], ipe)
+        if what != "all":
+            notes.append(f"'encoder' holds the {what} weights: to resume official training export --what all")
+        save_official(out, parts, **extras)
     else:
         save_hf(out, chosen, modules["predictor"], cfg.data.num_frames, cfg.data.crop_size)
         parts = {"encoder": chosen, "predictor": modules["predictor"]}
@@ -408,12 +699,13 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
     params = {(f"{n} (= {chosen_name})" if m is chosen and n != chosen_name else n): _params(m)
               for n, m in parts.items()}
     result = ExportResult(out=out, fmt=fmt, what=what, step=ckpt.step, source=ckpt.source, kind=ckpt.kind,
-                          params=params)
+                          params=params, notes=notes)
     if verbose:
         print(result.summary())
     return result
 
 
-__all__ = ["ALLOWED_GLOBALS", "ExportResult", "TrainingCheckpoint", "build_modules", "check_request",
-           "clean_key", "export", "load_training_checkpoint", "resolve_checkpoint", "safe_torch_load",
-           "split_module_state"]
+__all__ = ["ALLOWED_GLOBALS", "FRESH_SCALER_STATE", "OFFICIAL_GROUPS", "OFFICIAL_IPE", "ExportResult",
+           "TrainingCheckpoint", "build_modules", "check_request", "clean_key", "export", "load_training_checkpoint",
+           "official_epoch", "official_extras", "official_optimizer_state", "official_order_key",
+           "official_param_groups", "resolve_checkpoint", "safe_torch_load", "split_module_state"]

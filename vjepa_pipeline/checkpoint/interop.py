@@ -7,6 +7,7 @@ partial loads are a known pain of the official code). Files are read with
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
@@ -16,7 +17,10 @@ from ..config.sizes import VIT_SIZES
 from ..errors import CheckpointError
 from ..utils.atomic import atomic_path, atomic_torch_save, write_json
 from .layouts import (POSITION_TABLE_KEYS, StateDict, detect_layout, hf_to_native, native_to_hf,
-                      split_position_tables, strip_prefixes)
+                      split_hf_classifier, split_position_tables, strip_prefixes)
+from .layouts import VJEPA2_ENCODER_OPTIONS, is_vjepa21_encoder, vjepa21_model_options, vjepa21_options_text
+
+log = logging.getLogger(__name__)
 
 NATIVE_FORMAT = "vjepa_pipeline"
 NATIVE_FORMAT_VERSION = 1
@@ -62,6 +66,7 @@ def select_state(ckpt: dict, part: str) -> StateDict:
     serves as both encoder and target_encoder)."""
     if part not in PARTS:
         raise ValueError(f"part must be one of {PARTS}, got {part!r}")
+    ckpt = with_official_aliases(ckpt)
     if any(isinstance(ckpt.get(p), dict) for p in PARTS):
         if not isinstance(ckpt.get(part), dict):
             found = [p for p in PARTS if isinstance(ckpt.get(p), dict)]
@@ -75,9 +80,9 @@ def select_state(ckpt: dict, part: str) -> StateDict:
     except ValueError as exc:
         raise CheckpointError(str(exc)) from None
     if layout == "hf":
-        try:
-            encoder, predictor = hf_to_native(tensors)
-        except KeyError as exc:  # leftover keys (e.g. a classification head): report, don't traceback
+        try:  # a VJEPA2ForVideoClassification head is set aside (eval/hf_classifier.py reads it)
+            encoder, predictor = hf_to_native(split_hf_classifier(tensors)[0])
+        except KeyError as exc:  # leftover keys: report, don't traceback
             raise CheckpointError(str(exc.args[0]) if exc.args else repr(exc)) from None
         return predictor if part == "predictor" else encoder
     sd = strip_prefixes(tensors)
@@ -105,6 +110,18 @@ def describe_encoder_state(sd: StateDict) -> dict:
     }
 
 
+def count_mask_tokens(sd: StateDict) -> int:
+    """How many learned mask tokens predictor weights carry (``mask_tokens.{k}``; 0 for none).
+
+    Raises CheckpointError when the indices are not 0..K-1 (a file that lost some tokens)."""
+    found = sorted(int(k.split(".")[1]) for k in strip_prefixes(sd)
+                   if k.startswith("mask_tokens.") and k.split(".")[1].isdigit())
+    if found != list(range(len(found))):
+        raise CheckpointError(f"predictor weights hold mask tokens {found}: expected mask_tokens.0 .. "
+                              f"mask_tokens.{len(found) - 1}")
+    return len(found)
+
+
 # ---- strict loading --------------------------------------------------------------------------
 def _format_keys(keys: list[str], limit: int = 12) -> str:
     shown = ", ".join(keys[:limit])
@@ -113,13 +130,21 @@ def _format_keys(keys: list[str], limit: int = 12) -> str:
 
 def _check_position_tables(module: nn.Module, tables: dict[str, torch.Tensor], what: str) -> None:
     """A stored V-JEPA 1 sin-cos table must equal the one we compute (else positions would be
-    silently wrong): this catches a wrong ``uniform_power`` or reference grid."""
+    silently wrong): this catches a wrong ``uniform_power`` or reference grid.
+
+    A RoPE model has no table and ignores a stored one, as the official V-JEPA 2 hub loader does
+    (the released V-JEPA 2 encoder and predictor files carry ``pos_embed`` / ``predictor_pos_embed``
+    although their models use RoPE); one log line per load says so. The weights alone cannot tell
+    such a file from a V-JEPA 1 (sin-cos) one, hence the hint in that line."""
     buffers = dict(module.named_buffers())
+    ignored = []
     for key, stored in tables.items():
         ours = buffers.get(key)
+        if ours is None and getattr(module, "use_rope", False):
+            ignored.append(f"'{key}' {tuple(stored.shape)}")
+            continue
         if ours is None:
-            raise CheckpointError(f"{what}: checkpoint has a sin-cos table '{key}' but the model uses RoPE; "
-                                  "set model.pos_embed=sincos")
+            raise CheckpointError(f"{what}: checkpoint has a sin-cos table '{key}' that the model does not have")
         stored = stored.reshape(ours.shape) if stored.numel() == ours.numel() else stored
         if stored.shape != ours.shape:
             raise CheckpointError(
@@ -130,6 +155,10 @@ def _check_position_tables(module: nn.Module, tables: dict[str, torch.Tensor], w
             raise CheckpointError(
                 f"{what}: stored '{key}' differs from the computed 3D sin-cos table (max diff {err:.3g}); "
                 "try toggling model.uniform_power")
+    if ignored:
+        log.warning("%s: ignoring the stored sin-cos table %s: this model uses RoPE (released V-JEPA 2 files "
+                    "carry one; the official loader ignores it too). For a V-JEPA 1 checkpoint set "
+                    "model.pos_embed=sincos", what, ", ".join(ignored))
 
 
 def load_state_strict(module: nn.Module, sd: StateDict, what: str = "model") -> None:
@@ -148,11 +177,15 @@ def load_state_strict(module: nn.Module, sd: StateDict, what: str = "model") -> 
             lines.append(f"  unexpected ({len(unexpected)}): {_format_keys(unexpected)}")
         if shapes:
             lines.append(f"  shape mismatch ({len(shapes)}): {_format_keys(shapes, 6)}")
+        tokens = sum(k.startswith("mask_tokens.") for k in sd)
+        if tokens and tokens != len(getattr(module, "mask_tokens", ())):
+            lines.append(f"  checkpoint predictor: {tokens} mask tokens; set model.predictor.num_mask_tokens={tokens}")
         if "patch_embed.proj.weight" in sd:
             facts = describe_encoder_state(sd)
             lines.append(f"  checkpoint encoder: embed_dim {facts['embed_dim']}, depth {facts['depth']}, "
                          f"patch {facts['patch_size']}, tubelet {facts['tubelet_size']}, "
                          f"{facts['pos_embed']} positions; matching sizes: {facts['matching_sizes'] or 'custom'}")
+        lines.extend(vjepa21_hints(module, sd))
         raise CheckpointError("\n".join(lines))
     _check_position_tables(module, tables, what)
     module.load_state_dict(sd, strict=True)
@@ -162,7 +195,10 @@ def load_part(source: str | Path | dict, module: nn.Module, part: str = "target_
     """Strictly load ``part`` from a checkpoint path or an already-read dict into ``module``."""
     ckpt = read_checkpoint(source) if not isinstance(source, dict) else source
     _check_position_mode(ckpt, module, part)
-    load_state_strict(module, select_state(ckpt, part), what=part)
+    state = select_state(ckpt, part)
+    if ckpt.get("format") != NATIVE_FORMAT:
+        check_vjepa21_positions(module, state, part)
+    load_state_strict(module, state, what=part)
     return module
 
 
@@ -200,10 +236,13 @@ def save_native(path: str | Path, parts: dict[str, nn.Module], config: dict | No
     atomic_torch_save(obj, path)
 
 
-def save_official(path: str | Path, parts: dict[str, nn.Module]) -> None:
-    """The official V-JEPA layout: ``module.backbone.``-prefixed dicts (+ sin-cos tables)."""
+def save_official(path: str | Path, parts: dict[str, nn.Module], **extra) -> None:
+    """The official V-JEPA layout: ``module.backbone.``-prefixed dicts (+ sin-cos tables), plus
+    ``extra`` top-level entries (the official trainers' ``epoch``, ``opt``, ``scaler`` ...: see
+    checkpoint/export.py)."""
     obj = {name: {f"module.backbone.{k}": v for k, v in _cpu_fp32(with_position_tables(m, m.state_dict())).items()}
            for name, m in parts.items()}
+    obj.update(extra)
     atomic_torch_save(obj, path)
 
 
@@ -236,6 +275,16 @@ def save_hf(out_dir: str | Path, encoder: nn.Module, predictor: nn.Module | None
 
     if not getattr(encoder, "use_rope", False):
         raise CheckpointError("Hugging Face VJEPA2 only supports RoPE models (model.pos_embed=rope)")
+    layout = getattr(encoder, "rope_layout", "repeat")
+    extras = [name for name, present in (
+        ("hierarchical output norms (norms_block)", getattr(encoder, "hierarchical_layers", None) is not None),
+        ("an image tokenizer (patch_embed_img)", getattr(encoder, "patch_embed_img", None) is not None),
+        ("modality embeddings", getattr(encoder, "img_mod_embed", None) is not None),
+        (f"RoPE layout {layout!r}", layout != "repeat"),
+        ("rescaled RoPE positions", bool(getattr(encoder, "rope_rescale_grid", None)))) if present]
+    if extras:
+        raise CheckpointError(f"Hugging Face VJEPA2 has no place for this encoder's {', '.join(extras)} "
+                              "(a V-JEPA 2.1 encoder): export it with --format native or official")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     sd = native_to_hf(encoder.state_dict(), predictor.state_dict() if predictor is not None else None)
@@ -243,3 +292,67 @@ def save_hf(out_dir: str | Path, encoder: nn.Module, predictor: nn.Module | None
         save_file(_cpu_fp32(sd), str(tmp), metadata={"format": "pt"})
     write_json(out_dir / "config.json", hf_config_dict(encoder, predictor, num_frames, crop_size), indent=2,
                newline=False)
+
+
+# ---- V-JEPA 2.1 (app/vjepa_2_1; docs/interop.md "V-JEPA 2.1") ---------------------------------
+def with_official_aliases(ckpt: dict) -> dict:
+    """V-JEPA 2.1's distilled ViT-B / ViT-L files keep their encoder under ``ema_encoder`` (the
+    official hub loads ``checkpoint_key="ema_encoder"``): it serves as ``target_encoder`` when the
+    file has none."""
+    if not isinstance(ckpt.get("target_encoder"), dict) and isinstance(ckpt.get("ema_encoder"), dict):
+        return {**ckpt, "target_encoder": ckpt["ema_encoder"]}
+    return ckpt
+
+
+def vjepa21_hints(module: nn.Module, sd: StateDict) -> list[str]:
+    """Error lines naming the fix when a V-JEPA 2.1 encoder meets a V-JEPA 2 model or vice versa."""
+    if not any(k == "patch_embed.proj.weight" for k in sd):
+        return []
+    ours_21 = getattr(module, "hierarchical_layers", None) is not None
+    if is_vjepa21_encoder(sd) and not ours_21:
+        try:
+            options = vjepa21_model_options(sd)
+        except ValueError as exc:
+            return [f"  checkpoint encoder: {exc}"]
+        return ["  checkpoint encoder is V-JEPA 2.1 (norms_block, no final norm): describe the model with "
+                + vjepa21_options_text(options)]
+    if ours_21 and not is_vjepa21_encoder(sd):
+        return ["  checkpoint encoder has a final norm (V-JEPA / V-JEPA 2 layout) but the model is built as "
+                "V-JEPA 2.1: set " + vjepa21_options_text(VJEPA2_ENCODER_OPTIONS)]
+    return []
+
+
+def check_vjepa21_positions(module: nn.Module, sd: StateDict, what: str = "encoder") -> None:
+    """An official V-JEPA 2.1 encoder loaded into a 2.1-shaped model must also get 2.1's RoPE
+    (``repeat_interleave`` layout, ``interpolate_rope`` grid): the weights cannot show it, and a
+    mismatch would load strictly and give wrong features. Native files carry their config instead."""
+    if getattr(module, "hierarchical_layers", None) is None or not is_vjepa21_encoder(sd):
+        return
+    try:
+        options = vjepa21_model_options(sd)
+    except ValueError as exc:
+        raise CheckpointError(f"{what}: {exc}") from None
+    ours = {"rope_layout": getattr(module, "rope_layout", "repeat"),
+            "rope_rescale_grid": getattr(module, "rope_rescale_grid", None)}
+    wrong = [k for k in ours if ours[k] != options[k]]
+    if wrong:
+        have = ", ".join(f"model.{k}={ours[k]}" for k in wrong)
+        raise CheckpointError(f"{what}: official V-JEPA 2.1 encoder into a model with {have}; 2.1 rotates with "
+                              f"repeat_interleave frequencies and interpolate_rope: set {vjepa21_options_text(options)}")
+
+
+def apply_vjepa21_options(model_cfg, sd: StateDict, overrides=()) -> bool:
+    """Describe an official V-JEPA 2.1 encoder on ``model_cfg`` (a ``ModelConfig``): set the options
+    its weights imply (``vjepa21_model_options``) except those the user named in ``overrides``
+    (``model.key=value`` strings). Returns whether ``sd`` is a 2.1 encoder."""
+    try:
+        options = vjepa21_model_options(sd)
+    except ValueError as exc:
+        raise CheckpointError(str(exc)) from None
+    if options is None:
+        return False
+    named = {o.split("=", 1)[0].strip() for o in overrides}
+    for key, value in options.items():
+        if f"model.{key}" not in named:
+            setattr(model_cfg, key, value)
+    return True

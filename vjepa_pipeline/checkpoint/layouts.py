@@ -109,6 +109,87 @@ def hf_to_native(hf_sd: StateDict) -> tuple[StateDict, StateDict]:
     return enc, pred
 
 
+# ---- Hugging Face VJEPA2ForVideoClassification head -> our attentive probe -------------------
+HF_HEAD_PREFIXES = ("pooler.", "classifier.")
+_HF_POOLER_SELF = {"layer_norm1": "norm1", "self_attn.out_proj": "attn.proj", "layer_norm2": "norm2",
+                   "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+_HF_POOLER_CROSS = {"layer_norm1": "norm1", "cross_attn.q_proj": "xattn.q", "layer_norm2": "norm2",
+                    "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}
+
+
+def split_hf_classifier(sd: StateDict) -> tuple[StateDict, StateDict]:
+    """(backbone, head) of an HF ``VJEPA2ForVideoClassification`` state dict (``vjepa2.*`` backbone,
+    ``pooler.*`` + ``classifier.*`` head); the head is empty for any other dict. The head is
+    recognised by its query token and classifier together: a stray ``classifier.*`` key alone stays
+    with the backbone, where :func:`hf_to_native` reports it."""
+    plain = {strip_key(k): k for k in sd}
+    if "pooler.query_tokens" not in plain or "classifier.weight" not in plain:
+        return dict(sd), {}
+    head = {name: sd[key] for name, key in plain.items() if name.startswith(HF_HEAD_PREFIXES)}
+    return {key: sd[key] for name, key in plain.items() if name not in head}, head
+
+
+def hf_classifier_to_probe(head: StateDict) -> tuple[StateDict, dict]:
+    """HF pooler + classifier -> (state dict of our ``AttentiveProbe`` with ``final_norm=False``,
+    the facts that build it: ``dim``, ``num_classes``, ``self_attn_blocks``, ``mlp_ratio``).
+
+    The two match layer for layer: pre-norm self-attention layers over the tokens, then the learned
+    query cross-attending to the layer-normed tokens with an MLP on the query, then a Linear. HF's
+    cross-attention has no output projection where ours has ``xattn.proj``: it becomes the identity
+    (exact in floating point). The number of heads is not in the weights (HF: the config's
+    ``num_attention_heads``). Raises ValueError naming the keys that have no counterpart."""
+    head = strip_prefixes(head)
+    out: StateDict = {}
+    used: set[str] = set()
+
+    def take(src: str, dst: str) -> None:
+        for kind in ("weight", "bias"):
+            if f"{src}.{kind}" in head:
+                out[f"{dst}.{kind}"] = head[f"{src}.{kind}"]
+                used.add(f"{src}.{kind}")
+
+    def fuse(srcs: list[str], dst: str) -> None:  # separate projections -> one fused Linear (q|k|v order)
+        for kind in ("weight", "bias"):
+            keys = [f"{s}.{kind}" for s in srcs]
+            if all(k in head for k in keys):
+                out[f"{dst}.{kind}"] = torch.cat([head[k] for k in keys], dim=0)
+                used.update(keys)
+
+    blocks = sorted({int(m.group(1)) for k in head if (m := re.match(r"pooler\.self_attention_layers\.(\d+)\.", k))})
+    for i in blocks:
+        src, dst = f"pooler.self_attention_layers.{i}", f"pooler.blocks.{i}"
+        for hf_name, name in _HF_POOLER_SELF.items():
+            take(f"{src}.{hf_name}", f"{dst}.{name}")
+        fuse([f"{src}.self_attn.{p}_proj" for p in ("q", "k", "v")], f"{dst}.attn.qkv")
+    src, dst = "pooler.cross_attention_layer", "pooler.cross_attention_block"
+    for hf_name, name in _HF_POOLER_CROSS.items():
+        take(f"{src}.{hf_name}", f"{dst}.{name}")
+    fuse([f"{src}.cross_attn.k_proj", f"{src}.cross_attn.v_proj"], f"{dst}.xattn.kv")
+    take("classifier", "linear")
+    if "pooler.query_tokens" in head:
+        out["pooler.query_tokens"] = head["pooler.query_tokens"]
+        used.add("pooler.query_tokens")
+    leftover = sorted(set(head) - used)
+    if leftover:
+        raise ValueError(f"{len(leftover)} keys of the classification head have no counterpart in our attentive "
+                         f"probe: {leftover[:8]}")
+    needed = ("pooler.query_tokens", "linear.weight", f"{dst}.mlp.fc1.weight")
+    if any(k not in out for k in needed):
+        raise ValueError("not a VJEPA2ForVideoClassification head: it needs pooler.query_tokens, classifier.weight "
+                         "and pooler.cross_attention_layer.*")
+    if blocks != list(range(len(blocks))):
+        raise ValueError(f"pooler self-attention layers are not numbered 0..n-1: {blocks}")
+    query = out["pooler.query_tokens"]
+    dim = query.shape[-1]
+    if query.numel() != dim:
+        raise ValueError(f"pooler.query_tokens has shape {tuple(query.shape)}: our probe has one query token")
+    out[f"{dst}.xattn.proj.weight"] = torch.eye(dim, dtype=query.dtype)
+    out[f"{dst}.xattn.proj.bias"] = torch.zeros(dim, dtype=query.dtype)
+    facts = {"dim": int(dim), "num_classes": int(out["linear.weight"].shape[0]), "self_attn_blocks": len(blocks),
+             "mlp_ratio": out[f"{dst}.mlp.fc1.weight"].shape[0] / dim}
+    return out, facts
+
+
 def native_to_hf(encoder_sd: StateDict, predictor_sd: StateDict | None = None) -> StateDict:
     """(encoder, predictor) in our layout -> HF ``VJEPA2Model`` state dict (RoPE models only)."""
     encoder_sd, tables = split_position_tables(strip_prefixes(encoder_sd))
@@ -144,3 +225,55 @@ def native_to_hf(encoder_sd: StateDict, predictor_sd: StateDict | None = None) -
         count = len([k for k in pred if k.startswith("mask_tokens.")])
         out["predictor.embeddings.mask_tokens"] = torch.stack([pred[f"mask_tokens.{k}"] for k in range(count)])
     return out
+
+
+# ---- V-JEPA 2.1 encoders (app/vjepa_2_1) ----------------------------------------------------
+#: Keys only a V-JEPA 2.1 encoder has (its ``norms_block`` replaces the final ``norm``).
+VJEPA21_ENCODER_MARKERS = ("norms_block.", "img_mod_embed", "video_mod_embed", "patch_embed_img.")
+#: The official ``interpolate_rope`` reference grid by patch size (256 px / 16, 252 px / 14).
+VJEPA21_ROPE_GRID = {16: 16, 14: 18}
+#: The model options that describe a V-JEPA 2.1 encoder, as config overrides.
+VJEPA21_OPTION_KEYS = ("rope_layout", "rope_rescale_grid", "image_tokenizer", "modality_embedding",
+                       "hierarchical_norms")
+#: Their values for a V-JEPA / V-JEPA 2 encoder (the config defaults).
+VJEPA2_ENCODER_OPTIONS = {"rope_layout": "repeat", "rope_rescale_grid": None, "image_tokenizer": False,
+                          "modality_embedding": False, "hierarchical_norms": False}
+
+
+def is_vjepa21_encoder(sd: StateDict) -> bool:
+    """Whether an encoder state dict (any prefixes) is in the V-JEPA 2.1 layout (``norms_block.*``)."""
+    return any(strip_key(k).startswith("norms_block.") for k in sd)
+
+
+def vjepa21_model_options(sd: StateDict) -> dict | None:
+    """The ``model.*`` options an official V-JEPA 2.1 encoder state dict implies, or None for
+    another layout. The weights show the image tokenizer (``patch_embed_img``), the modality
+    embeddings and ``norms_block``; the RoPE layout (``repeat_interleave``) and ``interpolate_rope``
+    are the official code's and its released configs' (reference grid 16 for 16 px patches).
+    Raises ValueError for a 2.1 layout this code cannot reproduce."""
+    sd = strip_prefixes(sd)
+    if not is_vjepa21_encoder(sd):
+        return None
+    norms = sorted({k.split(".")[1] for k in sd if k.startswith("norms_block.")}, key=int)
+    if norms != ["0", "1", "2", "3"]:
+        raise ValueError(f"V-JEPA 2.1 encoder with norms_block entries {norms}; the official layout has 4 "
+                         "(one per hierarchical output block)")
+    if "norm.weight" in sd:
+        raise ValueError("state dict has both norms_block.* (V-JEPA 2.1) and a final norm.* (V-JEPA 2): "
+                         "not an official layout")
+    if ("img_mod_embed" in sd) != ("video_mod_embed" in sd):
+        raise ValueError("V-JEPA 2.1 encoder has only one of img_mod_embed / video_mod_embed")
+    patch = sd["patch_embed.proj.weight"].shape[-1] if "patch_embed.proj.weight" in sd else 16
+    if patch not in VJEPA21_ROPE_GRID:
+        raise ValueError(f"V-JEPA 2.1 encoder with {patch} px patches: the official interpolate_rope knows only "
+                         f"patches of {sorted(VJEPA21_ROPE_GRID)} px")
+    return {"rope_layout": "interleave", "rope_rescale_grid": VJEPA21_ROPE_GRID[patch],
+            "image_tokenizer": "patch_embed_img.proj.weight" in sd, "modality_embedding": "img_mod_embed" in sd,
+            "hierarchical_norms": True}
+
+
+def vjepa21_options_text(options: dict) -> str:
+    """``model.key=value ...`` overrides for :func:`vjepa21_model_options`' result."""
+    def text(v):
+        return str(v).lower() if isinstance(v, bool) else ("null" if v is None else str(v))
+    return " ".join(f"model.{k}={text(options[k])}" for k in VJEPA21_OPTION_KEYS)

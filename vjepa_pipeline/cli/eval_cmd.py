@@ -13,13 +13,19 @@ runs, then results.json, report.md, confusion-matrix and learning-curve PNGs and
 
 encoder sources: a run directory or checkpoint of `vjepa pretrain` (its EMA target encoder), a
 `vjepa export` file, an official V-JEPA / V-JEPA 2 checkpoint (describe the model with --model),
-or a Hugging Face VJEPA2 directory.
+or a Hugging Face VJEPA2 directory (VJEPA2Model or VJEPA2ForVideoClassification).
+
+--head evaluates a trained head as it is, on the validation split of one dataset, without training
+probes: the pooler + classifier of a Hugging Face VJEPA2ForVideoClassification directory (mapped
+onto our attentive probe; refused, with the reason, where it cannot be reproduced exactly) or a
+probe file written by vjepa eval (probes/<dataset>.pt).
 
 examples:
   vjepa eval --suite eval/k400.yaml --encoder runs/vitl16
   vjepa eval --suite k400 --encoder runs/vitl16                             # the packaged suite
   vjepa eval --suite eval/ssv2.yaml --encoder vitl16.pth --model model.size=large model.pos_embed=sincos
   vjepa eval --suite eval/k400.yaml --encoder runs/vitl16 --val-only      # re-evaluate saved probes
+  vjepa eval --suite ssv2 --dataset ssv2 --encoder vjepa2-vitl-ssv2 --head vjepa2-vitl-ssv2   # HF classifier
 """
 
 
@@ -32,6 +38,9 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="report folder (default: eval_results/<suite name>)")
     p.add_argument("--dataset", action="append", help="only this dataset of the suite (repeatable)")
     p.add_argument("--val-only", action="store_true", help="re-evaluate the saved probes without training")
+    p.add_argument("--head", metavar="SOURCE",
+                   help="evaluate this trained head on one dataset, no training: a Hugging Face "
+                        "VJEPA2ForVideoClassification directory or a probes/<dataset>.pt file")
     p.add_argument("--model", nargs="*", default=[], metavar="key=value",
                    help="architecture of checkpoints that do not carry it (official files)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -52,7 +61,16 @@ def run(args) -> int:
         unknown = set(args.dataset) - {d.name for d in suite.datasets}
         if unknown:
             raise UsageError(f"--dataset {sorted(unknown)} not in the suite (has {[d.name for d in suite.datasets]})")
+    head = None
+    if args.head:
+        from ..eval.hf_classifier import load_head
+
+        chosen = args.dataset or [d.name for d in suite.datasets]
+        if len(chosen) != 1:
+            raise UsageError(f"--head evaluates one head on one dataset: pick it with --dataset (suite has {chosen})")
+        head = load_head(args.head)
     out = args.out or Path("eval_results") / suite.name
-    run_suite(suite, args.encoder, out, args.model, val_only=args.val_only, datasets=args.dataset, device=args.device)
+    run_suite(suite, args.encoder, out, args.model, val_only=args.val_only, datasets=args.dataset, device=args.device,
+              head=head)
     print(f"report: {out / 'report.md'}")
     return 0

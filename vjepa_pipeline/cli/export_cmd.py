@@ -18,12 +18,20 @@ fp32 ZeRO master copy, the target encoder from its own fp32 copy).
   official  the official V-JEPA layout (module.backbone.-prefixed 'encoder', 'predictor',
             'target_encoder'). With --what target_encoder or encoder the chosen encoder is
             written under BOTH 'encoder' and 'target_encoder' (official eval scripts read
-            'target_encoder'); --what all writes the three real parts. No --what predictor.
+            'target_encoder'); --what all writes the three real parts (use it to resume
+            official training). No --what predictor. The file also holds what the official
+            train (resume, cooldown) and eval scripts read: 'epoch' (step // --ipe), 'opt' (our
+            AdamW state in the official optimizer's groups), 'scaler', 'loss', 'batch_size',
+            'world_size', 'lr'; the summary says what the optimizer state carries.
   hf        a directory for transformers' VJEPA2Model.from_pretrained (config.json +
             model.safetensors): the chosen encoder plus the predictor. RoPE models only;
             --what target_encoder or encoder.
 
 --out is a file for native / official and a directory for hf; an existing export is replaced.
+
+--ipe N (official only): iterations per epoch for the official 'epoch' = step // N (default:
+  data.batches_per_epoch / train.accumulate_grad_batches if the recipe sets it, else 300, the
+  published recipes' optimization.ipe). Use the same value as optimization.ipe in the official config.
 
 examples:
   vjepa export runs/debug --out debug_target.pt
@@ -51,6 +59,9 @@ def register(sub) -> None:
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="native",
                    help="output format (default: native)")
     p.add_argument("--out", required=True, help="output file (native, official) or directory (hf)")
+    p.add_argument("--ipe", type=int, default=None,
+                   help="official format: iterations per epoch for the official 'epoch' (default 300 unless the "
+                        "recipe sets data.batches_per_epoch)")
     p.set_defaults(run=run)
 
 
@@ -60,8 +71,11 @@ def run(args) -> int:
 
     try:
         check_request(args.what, args.fmt)
+        if args.ipe is not None and (args.fmt != "official" or args.ipe < 1):
+            raise ValueError(f"--ipe takes a positive number and applies to --format official only; got {args.ipe} "
+                             f"with --format {args.fmt}")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    result = export(args.checkpoint, args.out, what=args.what, fmt=args.fmt)
+    result = export(args.checkpoint, args.out, what=args.what, fmt=args.fmt, ipe=args.ipe)
     print(result.summary())
     return 0

@@ -32,6 +32,8 @@ Accelerator = Literal["auto", "cpu", "gpu"]
 NanPolicy = Literal["stop", "skip"]
 ObjectiveKind = Literal["vjepa"]
 PredictorKind = Literal["masked"]
+MaskTokenRule = Literal["per_generator", "shared"]
+ScheduleAlignment = Literal["pipeline", "official"]
 
 
 @dataclass
@@ -44,6 +46,9 @@ class PredictorConfig:
     num_heads: int = 12  # attention heads (rope needs head dim >= 6)
     mlp_ratio: float = 4.0  # MLP hidden width = mlp_ratio * embed_dim
     num_mask_tokens: int = 10  # learned mask tokens; one per mask generator is used
+    # Which mask token a generator uses: per_generator = token i for mask generator i (V-JEPA 1);
+    # shared = token 0 for every generator (V-JEPA 2: its trainer indexes tokens by clip length).
+    mask_token_rule: MaskTokenRule = "per_generator"
     zero_init_mask_tokens: bool = True  # init mask tokens to zeros (else trunc-normal)
 
 
@@ -65,6 +70,12 @@ class ModelConfig:
     qkv_bias: bool = True  # bias in the fused qkv projection
     drop_path_rate: float = 0.0  # stochastic depth, linearly increasing over blocks
     activation_checkpointing: bool = False  # recompute block activations in backward
+    # V-JEPA 2.1 encoders (docs/interop.md, "V-JEPA 2.1"); the defaults are V-JEPA 2's.
+    rope_layout: Literal["repeat", "interleave"] = "repeat"  # RoPE frequency layout: repeat = V-JEPA 2, interleave = 2.1
+    rope_rescale_grid: int | None = None  # 2.1 interpolate_rope: rows/columns stretched onto this many patches (16)
+    image_tokenizer: bool = False  # 2.1: single frames (T=1) go through patch_embed_img (tubelet 1)
+    modality_embedding: bool = False  # 2.1: learned img_mod_embed / video_mod_embed added to the tokens
+    hierarchical_norms: bool = False  # 2.1: norms_block (a LayerNorm per hierarchical output block), no final norm
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
 
     def resolved_size(self) -> tuple[int, int, int, float]:
@@ -151,6 +162,9 @@ class OptimConfig:
     clip_grad: float | None = 10.0  # max grad norm; None = no clipping
     ema_momentum: tuple[float, float] = (0.998, 1.0)  # target EMA (start, end)
     ema_schedule: EMASchedule = "linear"  # linear start -> end, or constant at start
+    # pipeline: optimizer step k (0-based) uses lr / wd at k and the EMA after it momentum at k + 1;
+    # official: lr / wd at k + 1 and momentum at k, as the official trainers (docs/interop.md)
+    schedule_alignment: ScheduleAlignment = "pipeline"
 
 
 @dataclass

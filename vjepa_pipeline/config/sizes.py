@@ -30,6 +30,8 @@ VIT_SIZES: dict[str, ViTSize] = {
     "giant": ViTSize(1408, 40, 16, 48 / 11),
     # V-JEPA 2's ViT-g: same width/depth, 22 heads of dim 64.
     "giant_v2": ViTSize(1408, 40, 22, 48 / 11),
+    # V-JEPA 2.1's ViT-G ("2B", official vit_gigantic_xformers): 26 heads of dim 64, MLP 8192.
+    "gigantic": ViTSize(1664, 48, 26, 64 / 13),
 }
 
 

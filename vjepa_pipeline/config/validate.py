@@ -96,6 +96,8 @@ def config_problems(cfg: Config) -> list[str]:
     for key in ("patch_size", "tubelet_size", "in_chans"):
         c.positive(f"model.{key}", getattr(m, key))
     c.in_range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
+    if m.rope_rescale_grid is not None and not m.rope_rescale_grid >= 2:
+        c.add(f"model.rope_rescale_grid: must be >= 2 patches (V-JEPA 2.1 uses 16) or null, got {m.rope_rescale_grid}")
     if size_ok and overrides_ok:
         dim, _, heads, _ = m.resolved_size()
         detail = (
@@ -107,10 +109,11 @@ def config_problems(cfg: Config) -> list[str]:
     # --- masks
     if not cfg.masks:
         c.add("masks: at least one mask generator is required")
-    elif len(cfg.masks) > pred.num_mask_tokens:
+    elif pred.mask_token_rule == "per_generator" and len(cfg.masks) > pred.num_mask_tokens:
         c.add(
             f"masks: {len(cfg.masks)} mask generators but model.predictor.num_mask_tokens is "
-            f"{pred.num_mask_tokens}; each generator needs its own mask token"
+            f"{pred.num_mask_tokens}; each generator needs its own mask token under "
+            "model.predictor.mask_token_rule=per_generator (or use shared: token 0 for all)"
         )
     for i, mask in enumerate(cfg.masks):
         c.problems.extend(mask_block_problems(mask, f"masks[{i}]"))

@@ -11,7 +11,7 @@ from .batch import ClipBatch
 from .sources import LoaderError, expand_urls, file_list_items
 from .stream import ClipStream
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: stream seeds from utils.seeds.mix_seed (1: sha256)
 
 
 def batches_per_epoch(data_cfg, dataset_videos: int | None, world_size: int) -> int:
@@ -80,6 +80,9 @@ class StreamState:
         continue) unless ``reseed`` starts a fresh stream at the saved step."""
         changed = [f"{k} {state[k]} -> {getattr(self, k)}" for k in ("world_size", "num_workers", "seed")
                    if state.get(k) != getattr(self, k)]
+        if state.get("version") != STATE_VERSION:  # v1: streams seeded by another hash (sha256)
+            changed.append(f"stream version {state.get('version')} -> {STATE_VERSION} (the loader derives its "
+                           "shuffle seeds differently since)")
         self.step = int(state["step"])
         if changed and not reseed:
             raise LoaderError(f"cannot continue the saved data stream: {', '.join(changed)}. Set "

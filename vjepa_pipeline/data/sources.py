@@ -74,7 +74,7 @@ def tar_samples(urls: Iterator[str], on_error: Callable[[str], None]) -> Iterato
     URLs; the shard format's tar reader). Broken tars or members are reported to ``on_error`` and
     skipped."""
     for s in iter_url_groups(urls, lambda url, exc: on_error("unreadable shard")):
-        if "mp4" not in s:
+        if "mp4" not in s or "truncated" in s:  # the tar broke inside or right after this sample
             on_error("incomplete sample")
             continue
         try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .batch import ClipBatch, StreamPosition
+
 def _texture(g: torch.Generator, size: int, channels: int = 3) -> torch.Tensor:
     """Smooth random texture in [0, 1]: low-resolution noise upsampled, plus a colour tint."""
     low = torch.rand(1, channels, 4, 4, generator=g)
@@ -62,3 +64,11 @@ class SyntheticClips:
         g = torch.Generator().manual_seed(self.seed * 7919 + step)
         idx = torch.randint(0, self.pool, (batch_size,), generator=g).tolist()
         return torch.stack([self.clip(i) for i in idx])
+
+
+def synthetic_batch(clips: SyntheticClips, step: int, batch_size: int, epoch: int = 0) -> ClipBatch:
+    """Generated batch ``step`` with the bookkeeping of a real stream (one role, nothing fails)."""
+    x = clips.batch(step, batch_size)
+    return ClipBatch(x, torch.full((x.shape[0],), -1, dtype=torch.long),
+                     [f"synthetic-{step}-{i}" for i in range(x.shape[0])],
+                     StreamPosition(step, role=0, epoch=epoch, consumed=step + 1, attempts=step + 1))

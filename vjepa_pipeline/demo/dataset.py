@@ -51,6 +51,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.atomic import write_json
+
 CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw", "grow", "shrink")
 # Recorded in dataset.json and checked before writing into a non-empty folder. Its value predates
 # the move of this module to vjepa_pipeline.demo.dataset and is kept, so that datasets written
@@ -340,12 +342,6 @@ def _write_batch(root: str, tasks: list[tuple], p: dict) -> int:
     return len(tasks)
 
 
-def _write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text())
@@ -378,7 +374,7 @@ def _progress_bar(total: int, done: int, enabled: bool) -> tqdm:
     tty = sys.stderr.isatty()
     return tqdm(total=total, initial=done, desc="demo dataset", unit="clip", file=sys.stderr,
                 disable=not enabled or total == 0, mininterval=0.2 if tty else 5.0, dynamic_ncols=tty,
-                ascii=not tty)
+                ascii=not tty, bar_format=None if tty else "{l_bar}{bar}{r_bar}\n", leave=tty)
 
 
 def generate_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, val_per_class: int = 10,
@@ -421,7 +417,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
     reuse = previous is not None and previous.get("params") == params
     out.mkdir(parents=True, exist_ok=True)
     manifest_path.unlink(missing_ok=True)  # from here on the folder reads as incomplete
-    _write_json_atomic(partial_path, {"params": params})
+    write_json(partial_path, {"params": params}, indent=2)
 
     # Remove what this generator wrote before and the plan no longer holds (or everything, when
     # the parameters changed), so `vjepa shards build` sees exactly the planned clips.
@@ -482,7 +478,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
         "seconds": round(time.monotonic() - t0, 2),
         "params": params,
     }
-    _write_json_atomic(manifest_path, manifest)
+    write_json(manifest_path, manifest, indent=2)
     partial_path.unlink(missing_ok=True)
     return manifest, len(todo)
 

@@ -3,13 +3,12 @@ picture of patch features and the shards' contact sheet."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..utils.atomic import atomic_path, atomic_write_text
+from ..utils.atomic import atomic_path, atomic_write_text, write_json
 from ..utils.jsonl import read_jsonl
 from .plan import pretrain_config
 
@@ -89,7 +88,7 @@ def plot_feature_pca(path: Path, encoder, shard_dir: Path, cfg, clips: int = 4) 
 
 
 def save_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=1, default=str))
+    write_json(path, obj, indent=1, default=str, newline=False)
 
 
 def write_demo_report(plan, result: dict) -> dict:

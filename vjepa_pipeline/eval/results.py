@@ -9,16 +9,15 @@ Accuracies are fractions in [0, 1]. The helpers at the end read a results dict t
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..utils.atomic import write_json
+from ..utils.atomic import jsonable, write_json
 
 RESULTS_NAME = "results.json"
 
@@ -39,9 +38,6 @@ class LowShotResult:
     def to_dict(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std, "runs": self.runs}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> LowShotResult:
-        return cls(d["mean"], d["std"], list(d["runs"]))
 
 
 @dataclass
@@ -87,10 +83,6 @@ class DatasetResult:
         optional = {"grid": self.grid, "curves": self.curves, "probe_checkpoint": self.probe_checkpoint}
         return out | {k: v for k, v in optional.items() if v is not None}
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> DatasetResult:
-        low_shot = {str(k): LowShotResult.from_dict(v) for k, v in (d.get("low_shot") or {}).items()}
-        return cls(**{f.name: d.get(f.name) for f in fields(cls) if f.name != "low_shot"}, low_shot=low_shot)
 
 
 @dataclass
@@ -123,42 +115,11 @@ class SuiteResults:
             out["comparisons"] = self.comparisons
         return out
 
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> SuiteResults:
-        return cls(suite=d["suite"], encoder=EncoderInfo(**d["encoder"]),
-                   datasets={name: DatasetResult.from_dict(ds) for name, ds in d["datasets"].items()},
-                   created_by=d.get("created_by", "vjepa-pipeline"), comparisons=d.get("comparisons"))
 
 
 # --------------------------------------------------------------------------------------------------
 # results.json
 # --------------------------------------------------------------------------------------------------
-
-
-def jsonable(x: Any) -> Any:
-    """Plain JSON types: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists, keys -> str."""
-    if x is None or isinstance(x, (bool, str)):
-        return x
-    if isinstance(x, int):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, Mapping):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, os.PathLike):
-        return os.fspath(x)
-    tolist = getattr(x, "tolist", None)  # numpy arrays/scalars, torch tensors
-    if callable(tolist):
-        return jsonable(tolist())
-    if isinstance(x, (list, tuple, set, frozenset)):
-        return [jsonable(v) for v in x]
-    item = getattr(x, "item", None)
-    if callable(item):
-        return jsonable(item())
-    try:
-        return jsonable(float(x))
-    except (TypeError, ValueError):
-        return str(x)
 
 
 def write_results(out_dir: str | os.PathLike, results: Mapping[str, Any] | SuiteResults) -> Path:
@@ -167,11 +128,6 @@ def write_results(out_dir: str | os.PathLike, results: Mapping[str, Any] | Suite
         results = results.to_dict()
     return write_json(Path(out_dir) / RESULTS_NAME, jsonable(results), sort_keys=True, indent=2,
                       allow_nan=False, ensure_ascii=False)
-
-
-def read_results(out_dir: str | os.PathLike) -> SuiteResults:
-    """``<out_dir>/results.json`` as a :class:`SuiteResults` (NaN written as null reads as None)."""
-    return SuiteResults.from_dict(json.loads((Path(out_dir) / RESULTS_NAME).read_text()))
 
 
 # --------------------------------------------------------------------------------------------------

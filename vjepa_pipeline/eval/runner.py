@@ -13,6 +13,7 @@ import torch
 from ..utils.atomic import atomic_torch_save
 from .encoders import FrozenEncoder, LoadedEncoder, load_encoder
 from .features import eval_data_config, extract_split, label_names
+from .hf_classifier import GivenHead
 from .results import DatasetResult, EncoderInfo, LowShotResult, SuiteResults
 from .suite import SuiteConfig
 
@@ -98,11 +99,48 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
                          low_shot=low_shot, **entry)
 
 
+def evaluate_given_head(enc: LoadedEncoder, suite: SuiteConfig, ds, head: GivenHead, device: str,
+                        log=_log) -> DatasetResult:
+    """Evaluate a trained head as it is (``vjepa eval --head``): validation features only, no probe
+    training, no selection. The head must read this encoder's features and this dataset's classes."""
+    from ..errors import CheckpointError
+    from .grid import evaluate_head
+
+    frozen = FrozenEncoder(enc.encoder.to(device), suite.layers)
+    cfg = head.head_config
+    if cfg["dim"] != frozen.dim:
+        raise CheckpointError(f"head {head.source} reads {cfg['dim']}-wide features; the encoder gives {frozen.dim} "
+                              f"(layers {list(suite.layers)})")
+    num_classes = cfg["num_classes"]
+    if ds.num_classes is not None and ds.num_classes != num_classes:
+        raise CheckpointError(f"[{ds.name}] has {ds.num_classes} classes, the head {head.source} {num_classes}")
+    val = extract_split(frozen, eval_data_config(ds, suite), ds.val, ds.segments, ds.views, suite.feature_batch_size,
+                        device, single_frame=ds.single_frame)
+    if len(val) == 0:
+        raise RuntimeError(f"[{ds.name}] no readable validation videos: check the paths")
+    if int(val.labels.max()) >= num_classes:
+        raise CheckpointError(f"[{ds.name}] has labels up to {int(val.labels.max())}, the head {head.source} "
+                              f"only {num_classes} classes")
+    names = label_names(ds.val, num_classes)
+    names = names if len(names) == num_classes else (head.class_names or [str(i) for i in range(num_classes)])
+    protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
+                "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": cfg["kind"],
+                "segment_mode": ds.probe.segment_mode, "head": head.source, "head_kind": head.kind}
+    metrics = evaluate_head(head.head_state, cfg, val.feats.float(), val.labels, ds.probe.segment_mode, device)
+    log(f"[{ds.name}] given head: top-1 {metrics['top1']:.1f}%  top-5 {metrics['top5']:.1f}% ({len(val)} val videos)")
+    return DatasetResult(protocol=protocol, num_train=0, num_val=len(val), num_classes=num_classes, class_names=names,
+                         failed_videos=val.failed, top1=_frac(metrics["top1"]), top5=_frac(metrics["top5"]),
+                         mean_class_acc=_frac(metrics["mean_class_acc"]),
+                         per_class=[_frac(x) for x in metrics["per_class"]], confusion=metrics["confusion"],
+                         selected=None, selection_rule=f"given head ({head.kind}: {Path(head.source).name}), not trained here")
+
+
 def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, model_overrides: Sequence[str] = (),
               val_only: bool = False, datasets: Sequence[str] | None = None, device: str | None = None,
-              encoder: LoadedEncoder | None = None, log=_log) -> dict:
+              encoder: LoadedEncoder | None = None, log=_log, head: GivenHead | None = None) -> dict:
     """Evaluate one encoder on the suite's (chosen) datasets, write the report under ``out_dir`` and
-    return the results dict (what ``results.json`` holds: :meth:`SuiteResults.to_dict`)."""
+    return the results dict (what ``results.json`` holds: :meth:`SuiteResults.to_dict`). With
+    ``head`` (a trained head, e.g. a Hugging Face classifier's), that head is evaluated as it is."""
     from .report import write_all
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -113,7 +151,8 @@ def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, mode
     encoder_info = EncoderInfo(enc.source, enc.kind, enc.fingerprint, enc.params, list(suite.layers))
     results = SuiteResults(suite.name, encoder_info, created_by="vjepa-pipeline")
     for ds in chosen:
-        results.datasets[ds.name] = evaluate_dataset(enc, suite, ds, out_dir, device, val_only, log)
+        results.datasets[ds.name] = (evaluate_given_head(enc, suite, ds, head, device, log) if head is not None
+                                     else evaluate_dataset(enc, suite, ds, out_dir, device, val_only, log))
     out = results.to_dict()
     write_all(out_dir, out)
     return out

@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 
 from ..config.loader import build_dataclass
+from ..config.recipes import not_found, resolve_recipe
 from ..errors import ConfigError
 
 ProbeKind = Literal["attentive", "attentive_v2", "linear", "knn"]
@@ -92,9 +93,11 @@ def suite_problems(s: SuiteConfig) -> list[str]:
 
 
 def load_suite(path: str | Path, overrides: dict | None = None) -> SuiteConfig:
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError([f"suite file {path} does not exist"])
+    """A suite from a YAML file or a packaged suite name (``k400``, ``eval/k400.yaml``)."""
+    found = resolve_recipe(path, "eval")
+    if found is None:
+        raise ConfigError([f"suite file {path} does not exist; {not_found(path, 'eval')}"])
+    path = found
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:

@@ -20,6 +20,9 @@ def build_encoder(model_cfg, num_frames: int = 16, crop_size: int = 224) -> Visi
         img_size=crop_size, pos_embed=model_cfg.pos_embed, uniform_power=model_cfg.uniform_power,
         qkv_bias=model_cfg.qkv_bias, drop_path_rate=model_cfg.drop_path_rate,
         activation_checkpointing=model_cfg.activation_checkpointing,
+        rope_layout=model_cfg.rope_layout, rope_rescale_grid=model_cfg.rope_rescale_grid,
+        image_tokenizer=model_cfg.image_tokenizer, modality_embedding=model_cfg.modality_embedding,
+        hierarchical_norms=model_cfg.hierarchical_norms,
     )
 
 
@@ -52,4 +55,5 @@ def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> nn
 def build_jepa(cfg) -> JEPA:
     """Encoder + predictor + fp32 EMA target for a root ``Config``."""
     frames, crop = cfg.data.num_frames, cfg.data.crop_size
-    return JEPA(build_encoder(cfg.model, frames, crop), build_predictor(cfg.model, frames, crop))
+    return JEPA(build_encoder(cfg.model, frames, crop), build_predictor(cfg.model, frames, crop),
+                mask_token_rule=cfg.model.predictor.mask_token_rule)

@@ -19,6 +19,26 @@ from .predictor import Predictor
 from .vit import VisionTransformer, gather_tokens
 
 MaskPair = tuple[torch.Tensor, torch.Tensor]  # (context indices (B, Nc), target indices (B, Nt))
+MASK_TOKEN_RULES = ("per_generator", "shared")
+
+
+def mask_token_index(generator: int, rule: str = "per_generator") -> int:
+    """The predictor mask token that mask generator ``generator`` uses.
+
+    ``per_generator`` (V-JEPA 1): token i for generator i. ``shared`` (V-JEPA 2): the official
+    trainer passes the index of the clip-length group (``PredictorMultiSeqWrapper``), so with one
+    clip length every generator uses token 0."""
+    if rule == "per_generator":
+        return generator
+    if rule == "shared":
+        return 0
+    raise ValueError(f"unknown mask token rule {rule!r}; use one of {MASK_TOKEN_RULES}")
+
+
+def used_mask_tokens(num_generators: int, num_tokens: int, rule: str = "per_generator") -> set[int]:
+    """Indices of the mask tokens that ``num_generators`` generators use (the predictor wraps
+    indices modulo its token count, like the official one)."""
+    return {mask_token_index(i, rule) % num_tokens for i in range(num_generators)}
 
 
 def l1_latent_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -42,16 +62,18 @@ class JEPAOutput:
 
 
 def jepa_forward(encoder: VisionTransformer, predictor: Predictor, target_encoder: nn.Module,
-                 clips: torch.Tensor, masks: Sequence[MaskPair]) -> JEPAOutput:
-    """One V-JEPA forward pass; ``masks[i]`` uses the predictor's mask token i."""
+                 clips: torch.Tensor, masks: Sequence[MaskPair], mask_token_rule: str = "per_generator") -> JEPAOutput:
+    """One V-JEPA forward pass; ``masks[i]`` uses the predictor's mask token
+    ``mask_token_index(i, mask_token_rule)`` (token i, or token 0 for every generator)."""
     if not masks:
         raise ValueError("jepa_forward needs at least one (context, target) mask pair")
+    index = [mask_token_index(i, mask_token_rule) for i in range(len(masks))]  # checks the rule
     targets = target_features(target_encoder, clips)
     tokens, grid = encoder.embed(clips)
     losses, preds = [], []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.encode_tokens(tokens, grid, ctx)
-        p = predictor(z, ctx, tgt, grid, mask_index=i)
+        p = predictor(z, ctx, tgt, grid, mask_index=index[i])
         losses.append(l1_latent_loss(p, gather_tokens(targets, tgt)))
         preds.append(p)
     return JEPAOutput(torch.stack(losses).mean(), losses, targets, preds)
@@ -88,14 +110,16 @@ class JEPA(nn.Module):
     that never receives gradients; trainers that cast modules (DeepSpeed) may keep it elsewhere and
     call :func:`jepa_forward` / :func:`ema_update` directly."""
 
-    def __init__(self, encoder: VisionTransformer, predictor: Predictor):
+    def __init__(self, encoder: VisionTransformer, predictor: Predictor, mask_token_rule: str = "per_generator"):
         super().__init__()
+        mask_token_index(0, mask_token_rule)  # refuse an unknown rule here, not at the first step
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder).float().requires_grad_(False)
+        self.mask_token_rule = mask_token_rule
 
     def forward(self, clips: torch.Tensor, masks: Sequence[MaskPair]) -> JEPAOutput:
-        return jepa_forward(self.encoder, self.predictor, self.target_encoder, clips, masks)
+        return jepa_forward(self.encoder, self.predictor, self.target_encoder, clips, masks, self.mask_token_rule)
 
     def update_target(self, momentum: float) -> None:
         ema_update(list(self.target_encoder.parameters()), list(self.encoder.parameters()), momentum)

@@ -76,9 +76,27 @@ def weight_decay(optim_cfg, step: int, total: int) -> float:
     return cosine(step, total, optim_cfg.weight_decay, optim_cfg.final_weight_decay)
 
 
+def schedule_step(optim_cfg, step: int) -> int:
+    """The schedule position read for optimizer step ``step`` (0-based, counting steps already
+    taken): ``step`` itself, or ``step + 1`` under ``schedule_alignment=official`` (the official
+    trainers call ``scheduler.step()`` before each optimizer step, so their first step already
+    uses the schedule's value at 1)."""
+    return step + 1 if getattr(optim_cfg, "schedule_alignment", "pipeline") == "official" else step
+
+
+def ema_schedule_step(optim_cfg, steps_done: int) -> int:
+    """The momentum-schedule position for the EMA update after the ``steps_done``-th optimizer step
+    (1-based): ``steps_done``, or ``steps_done - 1`` under ``schedule_alignment=official`` (the
+    official momentum generator yields its value at 0 after the first step)."""
+    official = getattr(optim_cfg, "schedule_alignment", "pipeline") == "official"
+    return max(steps_done - 1, 0) if official else steps_done
+
+
 def apply_schedules(optimizer, optim_cfg, step: int, total: int) -> tuple[float, float]:
-    """Set lr and weight decay on every param group (groups tagged ``wd_exclude`` keep wd 0)."""
-    lr, wd = learning_rate(optim_cfg, step, total), weight_decay(optim_cfg, step, total)
+    """Set lr and weight decay for optimizer step ``step`` (0-based) on every param group (groups
+    tagged ``wd_exclude`` keep wd 0); ``optim.schedule_alignment`` picks the schedule position."""
+    at = schedule_step(optim_cfg, step)
+    lr, wd = learning_rate(optim_cfg, at, total), weight_decay(optim_cfg, at, total)
     for group in optimizer.param_groups:
         group["lr"] = lr
         if not group.get("wd_exclude", False):

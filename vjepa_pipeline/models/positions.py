@@ -80,26 +80,59 @@ def split_positions(ids: torch.Tensor, grid: Grid) -> tuple[torch.Tensor, torch.
     return frame, row, col
 
 
+ROPE_LAYOUTS = ("repeat", "interleave")
+
+
+def rope_positions(ids: torch.Tensor, grid: Grid, rescale_grid: int | None = None) -> list[torch.Tensor]:
+    """(frame, row, column) positions of flat token ids as floats.
+
+    ``rescale_grid`` is V-JEPA 2.1's ``interpolate_rope``: rows and columns are stretched onto a
+    reference grid of that many patches (``pos * (G - 1) / (n - 1)``; the official code uses
+    G = 256 px / patch 16 = 16 at any input size), frames are left alone. A grid of one row or
+    column keeps position 0 (the official formula divides by zero there).
+    """
+    frame, row, col = (p.float() for p in split_positions(ids, grid))
+    if rescale_grid is not None:
+        _, h, w = grid
+        row = row * (rescale_grid - 1) / (h - 1) if h > 1 else row
+        col = col * (rescale_grid - 1) / (w - 1) if w > 1 else col
+    return [frame, row, col]
+
+
 class RotaryTables:
     """Cos/sin tables for one forward pass, computed once and shared by all blocks.
 
-    Layout follows the official V-JEPA 2 code bit for bit: per axis, frequencies
-    ``1 / 10000 ** (j / (d/2))`` for j < d/2 are *repeated* (``[f0..f_{d/2-1}, f0..f_{d/2-1}]``)
-    while the rotation pairs adjacent dims (x[2k], x[2k+1]). Pretrained weights depend on it.
+    Per axis, frequencies ``f_j = 1 / 10000 ** (j / (d/2))`` for j < d/2, and the rotation pairs
+    adjacent dims (x[2k], x[2k+1]). ``layout`` says how the d/2 frequencies are spread over the
+    d dims, which pretrained weights depend on:
+
+    - ``repeat`` (official V-JEPA 2, bit for bit): ``[f0..f_{d/2-1}, f0..f_{d/2-1}]``, so the pair
+      (x[2k], x[2k+1]) turns by two different frequencies;
+    - ``interleave`` (official V-JEPA 2.1, ``repeat_interleave``): ``[f0, f0, f1, f1, ...]``, the
+      textbook rotation of each pair by one frequency.
+
+    ``rescale_grid``: V-JEPA 2.1's ``interpolate_rope`` (see ``rope_positions``).
     """
 
-    def __init__(self, ids: torch.Tensor, grid: Grid, head_dim: int, dtype: torch.dtype):
+    def __init__(self, ids: torch.Tensor, grid: Grid, head_dim: int, dtype: torch.dtype, layout: str = "repeat",
+                 rescale_grid: int | None = None):
+        if layout not in ROPE_LAYOUTS:
+            raise ValueError(f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
         axis = rope_axis_dim(head_dim)
         if axis == 0:
             raise ValueError(f"RoPE needs a head dim of at least 6, got {head_dim}")
         omega = torch.arange(axis // 2, dtype=torch.float32, device=ids.device) / (axis / 2.0)
         omega = 1.0 / 10000**omega
         cos, sin = [], []
-        for pos in split_positions(ids, grid):
-            angles = pos.float().unsqueeze(-1) * omega  # (..., N, axis/2)
+        for pos in rope_positions(ids, grid, rescale_grid):
+            angles = pos.unsqueeze(-1) * omega  # (..., N, axis/2)
             c, s = angles.cos(), angles.sin()
-            cos.append(torch.cat([c, c], -1))
-            sin.append(torch.cat([s, s], -1))
+            if layout == "repeat":
+                cos.append(torch.cat([c, c], -1))
+                sin.append(torch.cat([s, s], -1))
+            else:
+                cos.append(c.repeat_interleave(2, dim=-1))
+                sin.append(s.repeat_interleave(2, dim=-1))
         # (B or 1, 1, N, 3*axis): a head dimension of 1 broadcasts over heads.
         self.cos = torch.cat(cos, -1).unsqueeze(-3).to(dtype)
         self.sin = torch.cat(sin, -1).unsqueeze(-3).to(dtype)

@@ -19,8 +19,9 @@ from ..data.batch import ClipBatch
 from ..models.build import build_jepa
 from ..models.flops import ModelDims, train_step_flops
 from ..models.inputs import normalize_clips
-from ..models.jepa import ema_momentum
+from ..models.jepa import ema_momentum, used_mask_tokens
 from ..models.masks import MaskCollator, grid_for, specs_from_config
+from ..models.optim import ema_schedule_step
 from .base import Objective, StepOutput
 
 
@@ -32,10 +33,18 @@ class VJEPAObjective(Objective):
         self.total_steps = total_steps or cfg.train.max_steps
         torch.manual_seed(cfg.train.seed)
         self.model = build_jepa(cfg)  # encoder, predictor and the fp32 EMA target
-        # Only the first len(masks) mask tokens are used; the rest (official checkpoints carry 10)
-        # are kept for interoperability but frozen, so DDP sees no unused trainable parameters.
-        for i, token in enumerate(self.model.predictor.mask_tokens):
-            token.requires_grad_(i < len(cfg.masks))
+        # Only the mask tokens the generators use train (token i per generator, or token 0 for all
+        # under mask_token_rule=shared); the rest (official checkpoints carry 10) are kept for
+        # interoperability but frozen, so DDP sees no unused trainable parameters.
+        tokens = self.model.predictor.mask_tokens
+        used = used_mask_tokens(len(cfg.masks), len(tokens), cfg.model.predictor.mask_token_rule)
+        for i, token in enumerate(tokens):
+            token.requires_grad_(i in used)
+        # A V-JEPA 2.1 encoder's image tokenizer, image embedding and the norms of its inner output
+        # levels take no part in video pretraining: frozen for the same reason.
+        for name, param in self.model.encoder.named_parameters():
+            if not video_path_parameter(self.model.encoder, name):
+                param.requires_grad_(False)
         self.grid = grid_for(cfg.data.num_frames, cfg.data.crop_size, cfg.model.patch_size, cfg.model.tubelet_size)
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
         self.mask_specs = specs_from_config(cfg.masks)
@@ -72,6 +81,18 @@ class VJEPAObjective(Objective):
 
     def after_optimizer_step(self, step: int) -> dict[str, float]:
         o = self.cfg.optim
-        momentum = ema_momentum(step, self.total_steps, o.ema_momentum[0], o.ema_momentum[1], o.ema_schedule)
+        momentum = ema_momentum(ema_schedule_step(o, step), self.total_steps, o.ema_momentum[0], o.ema_momentum[1],
+                                o.ema_schedule)
         self.model.update_target(momentum)
         return {"ema_momentum": momentum}
+
+
+def video_path_parameter(encoder: nn.Module, name: str) -> bool:
+    """Whether the encoder parameter ``name`` is used when it encodes video clips (the default
+    output level): False for the image tokenizer, the image modality embedding and the
+    ``norms_block`` entries of inner levels of a V-JEPA 2.1 encoder."""
+    if name.startswith(("patch_embed_img.", "img_mod_embed")):
+        return False
+    if name.startswith("norms_block."):
+        return int(name.split(".")[1]) == len(encoder.norms_block) - 1
+    return True

@@ -7,20 +7,11 @@ import json
 from pathlib import Path
 
 import lightning as L
-import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..data.batch import ClipBatch, StreamPosition
+from ..data.batch import ClipBatch
 from ..data.loader import StreamState, build_train_stream, make_dataloader
-from ..data.synthetic import SyntheticClips
-
-
-def synthetic_batch(clips: SyntheticClips, step: int, batch_size: int, epoch: int = 0) -> ClipBatch:
-    """Generated batch ``step`` with the bookkeeping of a real stream (one role, nothing fails)."""
-    x = clips.batch(step, batch_size)
-    return ClipBatch(x, torch.full((x.shape[0],), -1, dtype=torch.long),
-                     [f"synthetic-{step}-{i}" for i in range(x.shape[0])],
-                     StreamPosition(step, role=0, epoch=epoch, consumed=step + 1, attempts=step + 1))
+from ..data.synthetic import SyntheticClips, synthetic_batch
 
 
 class SyntheticStream(IterableDataset):

@@ -22,23 +22,10 @@ from typing import Any
 
 import lightning.pytorch as pl
 
-from ..utils.atomic import atomic_write_text
+from ..utils.atomic import atomic_write_text, jsonable
 from .devices import current_peak_flops, gpu_memory
 
 log = logging.getLogger(__name__)
-
-
-def _clean(value: Any) -> Any:
-    """Plain JSON-able copy: tensors/numpy scalars -> Python numbers, non-finite floats -> None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 class MetricsWriter:
@@ -52,7 +39,7 @@ class MetricsWriter:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a", encoding="utf-8")
-        self._fh.write(json.dumps(_clean(record), allow_nan=False) + "\n")
+        self._fh.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
         self._fh.flush()
 
     def truncate_after(self, step: int) -> int:
@@ -166,6 +153,11 @@ def _fmt_sci(x: float) -> str:
     """3.1e-04 -> 3.1e-4."""
     mantissa, _, exp = f"{x:.1e}".partition("e")
     return f"{mantissa}e{int(exp)}"
+
+
+# Keys of the module's step record that build_record maps (or deliberately drops) by name.
+RECORD_KEYS = {"step", "loss", "loss_mask", "lr", "weight_decay", "ema_momentum", "grad_norm", "step_time_s",
+               "clips", "tokens", "flops", "data_wait_s", "loader", "collapse", "_probed"}
 
 
 class MetricsCallback(pl.Callback):
@@ -339,6 +331,8 @@ class MetricsCallback(pl.Callback):
             out["loader_failures"] = sum(failures.values())
         out.update({f"loader_fail/{k}": v for k, v in failures.items()})
         out.update({f"collapse/{k}": v for k, v in (rec.get("collapse") or {}).items()})
+        # The objective's own named scalars (StepOutput.terms, after_optimizer_step extras).
+        out.update({k: v for k, v in rec.items() if k not in RECORD_KEYS and isinstance(v, (int, float))})
         if alarm is not None:
             out["collapse_alarm"] = alarm
         out["time"] = now

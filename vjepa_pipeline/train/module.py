@@ -29,6 +29,12 @@ from ..models.optim import apply_schedules, build_adamw
 from ..objectives import Objective, build_objective
 
 CHECKPOINT_FORMAT_VERSION = 1
+# Top-level keys of a Lightning checkpoint (and ours): frozen networks are stored beside them.
+RESERVED_CHECKPOINT_KEYS = {
+    "epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks", "optimizer_states",
+    "lr_schedulers", "hparams_name", "hyper_parameters", "datamodule_hparams_name", "datamodule_hyper_parameters",
+    "vjepa",
+}
 
 
 class TrainingStopped(RuntimeError):
@@ -86,6 +92,9 @@ class ObjectiveModule(L.LightningModule):
         self.total_steps = cfg.train.max_steps
         self.accumulate = cfg.train.accumulate_grad_batches
         objective = objective or build_objective(cfg)
+        clash = RESERVED_CHECKPOINT_KEYS & set(objective.frozen_networks())
+        if clash:
+            raise ValueError(f"frozen network name(s) {sorted(clash)} collide with checkpoint keys; rename them")
         object.__setattr__(self, "objective", objective)  # not a submodule: see the module docstring
         for name, net in objective.trainable_networks().items():
             self.add_module(name, net)  # checkpoint keys stay `encoder.*`, `predictor.*`
@@ -97,9 +106,13 @@ class ObjectiveModule(L.LightningModule):
 
     @property
     def target_encoder(self) -> torch.nn.Module:
-        """The network frozen evaluation reads: the EMA target when the objective has one."""
-        frozen = self.objective.frozen_networks()
-        return frozen.get("target_encoder") or self.objective.trainable_networks()["encoder"]
+        """The network frozen evaluation reads: the EMA target when the objective has one, else
+        its (online) encoder."""
+        for networks in (self.objective.frozen_networks(), self.objective.trainable_networks()):
+            for name in ("target_encoder", "encoder"):
+                if name in networks:
+                    return networks[name]
+        raise AttributeError(f"objective {self.cfg.objective.kind!r} has no encoder to evaluate")
 
     def compile_networks(self) -> None:
         for name, net in self.objective.trainable_networks().items():
@@ -200,4 +213,4 @@ class ObjectiveModule(L.LightningModule):
             self.objective.load_frozen_state_dict(checkpoint)
         except KeyError as missing:
             raise TrainingStopped(f"checkpoint has no {missing.args[0]}: it was not written by vjepa pretrain "
-                                  f"with objective.kind={self.cfg.objective.kind}") from None
+                                  f"with the {type(self.objective).__name__} objective") from None

@@ -11,14 +11,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import nan
 
 import torch
 
-from ..data.synthetic import SyntheticClips
+from ..data.synthetic import SyntheticClips, synthetic_batch
 from ..models.collapse import collapse_stats
 from ..models.optim import apply_schedules, build_adamw
 from ..objectives import build_objective
-from .data import synthetic_batch
 
 
 @dataclass
@@ -54,9 +54,10 @@ def run_objective(cfg, steps: int | None = None, on_step: Callable[[StepRecord],
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
         optim.step()
         extra = objective.after_optimizer_step(step + 1)
-        stats = collapse_stats(out.features)
-        rec = StepRecord(step, float(out.loss.detach()), lr, wd, extra.get("ema_momentum", float("nan")), grad_norm,
-                         stats["target_std_mean"], stats["pooled_rankme"], time.perf_counter() - t0)
+        stats = collapse_stats(out.features) if out.features is not None else {}
+        rec = StepRecord(step, float(out.loss.detach()), lr, wd, extra.get("ema_momentum", nan), grad_norm,
+                         stats.get("target_std_mean", nan), stats.get("pooled_rankme", nan),
+                         time.perf_counter() - t0)
         records.append(rec)
         if on_step is not None:
             on_step(rec)

@@ -1,14 +1,17 @@
 """Atomic file writes: write to a temporary file in the same directory, fsync, then rename, so a
-reader (or a resumed job) only ever sees a whole file or none."""
+reader (or a resumed job) only ever sees a whole file or none. ``jsonable`` makes any record
+(tensors, numpy values, NaN) plain JSON for every JSON / JSONL writer."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -48,3 +51,29 @@ def write_json(path: str | os.PathLike, obj, *, indent: int | None = None, sort_
                       default=default)
     atomic_write_text(path, text + "\n" if newline else text)
     return Path(path)
+
+
+def jsonable(x: Any) -> Any:
+    """Plain JSON types: NaN/inf -> None, numpy scalars/arrays -> Python, tuples -> lists, keys -> str."""
+    if x is None or isinstance(x, (bool, str)):
+        return x
+    if isinstance(x, int):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, Mapping):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, os.PathLike):
+        return os.fspath(x)
+    tolist = getattr(x, "tolist", None)  # numpy arrays/scalars, torch tensors
+    if callable(tolist):
+        return jsonable(tolist())
+    if isinstance(x, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in x]
+    item = getattr(x, "item", None)
+    if callable(item):
+        return jsonable(item())
+    try:
+        return jsonable(float(x))
+    except (TypeError, ValueError):
+        return str(x)

@@ -1,5 +1,6 @@
-"""Stable seeds from integers: the one hash that derives every seed in the pipeline (masks per
-(seed, rank, step, generator), loader streams per (seed, rank, worker role, epoch), shuffles).
+"""Stable seeds from integers: the one hash that mixes several integers into a seed (masks per
+(seed, rank, step, generator); loader streams per (seed, rank, worker role, epoch) and per
+shuffle position).
 
 Pure Python (splitmix64 steps), so the same integers give the same seed on every machine, Python
 version and number of workers. It must never change, or recorded runs stop being reproducible.
