@@ -27,7 +27,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -130,7 +129,7 @@ def keyframes_and_count(path: Path) -> tuple[list[int], int]:
 
 def ffmpeg_bound(paths: list[Path]) -> tuple[float, float, float]:
     """(frames/s single-thread, mean decoded frames per clip, clips/s bound)."""
-    frames, t0 = 0, time.perf_counter()
+    frames = 0
     c0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for p in paths:
         subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-threads", "1", "-i", str(p),

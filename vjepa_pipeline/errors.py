@@ -7,6 +7,8 @@ codes without importing the packages that raise them:
   validated; one line per problem, each starting with its key path.
 - ``UsageError`` (exit code 2): a user mistake a command can explain in one line.
 - ``CheckpointError`` (exit code 1): a checkpoint that cannot be read or does not fit the model.
+- ``LoaderError`` (exit code 1): a dataset the training loader cannot run with (a bad path, too
+  few shards, a failure rate above ``data.max_failure_rate``, nothing readable); one line.
 """
 
 from __future__ import annotations
@@ -43,4 +45,19 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read or does not fit the model; the message says why."""
 
 
-__all__ = ["CheckpointError", "ConfigError", "UsageError", "format_problems"]
+class LoaderError(Exception):
+    """A data setup the loader cannot run with; the message says what to change (one line).
+
+    A DataLoader worker's exception reaches the training process re-raised as
+    ``LoaderError("Caught LoaderError in DataLoader worker process N.\nOriginal Traceback ...")``;
+    that is turned back into the worker's one-line message."""
+
+    def __init__(self, message: str = ""):
+        head, _, rest = message.partition("\n")
+        if head.startswith("Caught LoaderError in DataLoader worker") and "LoaderError: " in rest:
+            where = head.removeprefix("Caught LoaderError in ").rstrip(".")
+            message = f"{rest.rstrip().rsplit('LoaderError: ', 1)[1].strip()} (in {where})"
+        super().__init__(message)
+
+
+__all__ = ["CheckpointError", "ConfigError", "LoaderError", "UsageError", "format_problems"]

@@ -161,7 +161,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
         return ckpt
     last = path / "last"
     if last.is_file():
-        name = last.read_text().strip()
+        try:
+            name = last.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CheckpointError(f"{last}: unreadable ({type(exc).__name__}); pass a checkpoints/step_* "
+                                  "directory instead") from None
         target = path / "checkpoints" / name
         if not name or not (target / "model.ckpt").exists():
             raise CheckpointError(f"{path}: 'last' names checkpoint {name!r}, but {target / 'model.ckpt'} "
@@ -194,6 +198,17 @@ def _unsafe_globals(path: Path) -> list[str]:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else ""
+
+
+def unsafe_pickle_problem(path: str | Path) -> str | None:
+    """Why a torch file must not be unpickled with ``weights_only=False`` (it references globals
+    outside ``ALLOWED_GLOBALS``, or cannot be inspected), or None when it is safe to. Nothing in the
+    file is run."""
+    try:
+        _refuse_unknown(Path(path), _unsafe_globals(Path(path)))
+    except CheckpointError as exc:
+        return str(exc)
+    return None
 
 
 def _refuse_unknown(path: Path, names: list[str]) -> None:

@@ -50,8 +50,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..config.recipes import not_found, resolve_recipe
     from ..errors import UsageError
-    from ..eval.runner import run_suite
     from ..eval.suite import load_suite
+    from .common import check_dataset, check_output
 
     path = resolve_recipe(args.suite, "eval")
     if path is None:
@@ -70,6 +70,15 @@ def run(args) -> int:
             raise UsageError(f"--head evaluates one head on one dataset: pick it with --dataset (suite has {chosen})")
         head = load_head(args.head)
     out = args.out or Path("eval_results") / suite.name
+    for i, ds in enumerate(suite.datasets):  # data that cannot be read at all: one line before any work
+        if args.dataset and ds.name not in args.dataset:
+            continue
+        for split in ("val",) if args.val_only or head is not None else ("train", "val"):
+            check_dataset(ds.source, getattr(ds, split), f"datasets[{i}].{split} ({ds.name})")
+    check_output(out, "--out", folder=True, create=True)  # hours of features must not die at the report
+
+    from ..eval.runner import run_suite  # torch: after the checks, so that a mistake is reported in a moment
+
     run_suite(suite, args.encoder, out, args.model, val_only=args.val_only, datasets=args.dataset, device=args.device,
               head=head)
     print(f"report: {out / 'report.md'}")

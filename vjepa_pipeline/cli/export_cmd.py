@@ -66,6 +66,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from .common import check_output
+
+    check_output(args.out, "--out", folder=args.fmt == "hf")  # hf writes a folder, the others a file
+
     from ..checkpoint.export import check_request, export
     from ..errors import UsageError
 

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from ..errors import CheckpointError, ConfigError, UsageError
+from ..errors import CheckpointError, ConfigError, LoaderError, UsageError
 from . import (
     config_cmd,
     data_cmd,
@@ -64,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except CheckpointError as exc:
         print(f"vjepa {args.command}: checkpoint error: {exc}", file=sys.stderr)
+        return 1
+    except LoaderError as exc:  # the data failed while running (paths were checked up front: exit 2)
+        print(f"vjepa {args.command}: data error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"vjepa {args.command}: interrupted", file=sys.stderr)

@@ -28,11 +28,30 @@ def register(sub) -> None:
     p.set_defaults(run=run)
 
 
+def check_inputs(cfg) -> None:
+    """What a user can get wrong outside the config itself, checked before any work starts (one
+    line, exit 2): the run directory (a file in the way, not writable), the config.yaml saved
+    there by an earlier run (unreadable: a resume would fail), and the data (missing, not a shard
+    folder, a malformed index.json, empty)."""
+    from pathlib import Path
+
+    from ..config.loader import read_run_config
+    from .common import check_dataset, check_output
+
+    run_dir = check_output(Path(cfg.train.run_dir) / cfg.name, "train.run_dir", folder=True)
+    if (run_dir / "config.yaml").exists():
+        read_run_config(run_dir / "config.yaml")
+    check_dataset(cfg.data.source, cfg.data.path, "data.path")
+    check_output(run_dir, "train.run_dir", folder=True, create=True)
+
+
 def run(args) -> int:
+    cfg = load(args)
+    check_inputs(cfg)  # before the trainer's imports: a mistake is reported in a moment
+
     from ..train.module import TrainingStopped
     from ..train.pretrain import pretrain
 
-    cfg = load(args)
     try:
         summary = pretrain(cfg, progress=False if args.no_progress else None)
     except TrainingStopped as exc:

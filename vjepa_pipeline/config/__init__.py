@@ -10,6 +10,8 @@ from vjepa_pipeline.config.loader import (
     config_to_dict,
     dump_config,
     load_config,
+    read_run_config,
+    read_yaml_file,
 )
 from vjepa_pipeline.config.schema import (
     Config,
@@ -44,5 +46,7 @@ __all__ = [
     "config_to_dict",
     "dump_config",
     "load_config",
+    "read_run_config",
+    "read_yaml_file",
     "validate_config",
 ]

@@ -26,7 +26,7 @@ from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-from vjepa_pipeline.config.messages import closest, describe, join_path, quoted
+from vjepa_pipeline.config.messages import closest, describe, join_path, quoted, short
 from vjepa_pipeline.config.recipes import not_found, resolve_recipe
 from vjepa_pipeline.config.schema import Config
 from vjepa_pipeline.config.validate import validate_config
@@ -140,7 +140,7 @@ def _build_literal(value: Any, choices: tuple, path: str, errors: list[str]) -> 
         return str(value)
     hint = closest(str(value), [c for c in choices if isinstance(c, str)])
     suggestion = f" (did you mean {hint!r}?)" if hint else ""
-    return _fail(errors, f"{path}: must be one of {quoted(choices)}; got {value!r}{suggestion}")
+    return _fail(errors, f"{path}: must be one of {quoted(choices)}; got {short(value)}{suggestion}")
 
 
 def _build_sequence(value: Any, tp: Any, path: str, errors: list[str]) -> Any:
@@ -208,7 +208,8 @@ def _all_paths(cls: type = Config, prefix: str = "") -> tuple[str, ...]:
 
 def _unknown_key_message(path: str, key: Any, cls: type) -> str:
     """``optim.lrr: unknown key; did you mean 'optim.lr'?`` (or the list of valid keys)."""
-    key = str(key)
+    key = str(key) if isinstance(key, str) else short(key)
+    key = key if len(key) <= 80 else key[:77] + "..."
     full = join_path(path, key)
     names = list(_hints(cls))
     hint = closest(key, names)
@@ -239,24 +240,133 @@ def _merge(base: Mapping, over: Mapping) -> dict:
     return out
 
 
+# A recipe is a few kilobytes and a few hundred values. Anything far beyond is not a recipe: a
+# device (/dev/zero), a huge file, or an alias bomb (YAML anchors re-used level after level:
+# "billion laughs"), whose expansion would never fit in memory.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_VALUES = 100_000
+
+
+def read_text_file(path: str | Path, what: str = "config file") -> str:
+    """The UTF-8 text of a small file (a recipe, a suite, a run's config.yaml), or ConfigError in
+    one line: missing, a folder, a device or socket, larger than MAX_YAML_BYTES, or not UTF-8.
+    Pipes are read (``--config <(...)``), at most MAX_YAML_BYTES of them."""
+    import os
+    import stat
+
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ConfigError(f"{what} not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"cannot read {what} {path}: it is a folder, not a YAML file")
+    if not (stat.S_ISREG(mode) or stat.S_ISFIFO(mode)):
+        raise ConfigError(f"cannot read {what} {path}: not a regular file (a device or a socket)")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_YAML_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_YAML_BYTES:
+        raise ConfigError(f"cannot read {what} {path}: larger than {MAX_YAML_BYTES >> 20} MiB, not a YAML recipe")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+                          "save the file as UTF-8") from None
+
+
+def _yaml_children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+class _YAMLProblem(Exception):
+    """What is wrong with a YAML text (``problem``), and where (``mark``: line / column, or None)."""
+
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem, self.mark = problem, mark
+
+    def at(self, where: str) -> str:
+        return f"{where}, line {self.mark.line + 1}, column {self.mark.column + 1}" if self.mark else where
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases expand to more than MAX_YAML_VALUES values, or refer to
+    themselves; linear in the size of the graph (each node is counted once, shared or not)."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = 1 + sum(sizes[id(c)] for c in _yaml_children(node))
+            if sizes[key] > MAX_YAML_VALUES:
+                raise _YAMLProblem(f"aliases expand to more than {MAX_YAML_VALUES} values (an alias bomb?); "
+                                   "refused before building them", node.start_mark)
+            continue
+        if key in sizes:
+            continue
+        on_path.add(key)
+        stack.append((node, True))
+        for child in _yaml_children(node):
+            if id(child) in on_path:
+                raise _YAMLProblem("an alias refers to a value that contains it (a recursive value)", child.start_mark)
+            if id(child) not in sizes:
+                stack.append((child, False))
+
+
+def _load_bounded(text: str) -> Any:
+    """``yaml.safe_load(text)``, bounded: the alias expansion is checked on the node graph before
+    any Python object is built. Raises _YAMLProblem."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise _YAMLProblem(problem, getattr(exc, "problem_mark", None)) from None
+    except RecursionError:
+        raise _YAMLProblem("nested too deeply") from None
+    except ValueError as exc:  # e.g. an integer beyond Python's int digit limit
+        text = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise _YAMLProblem(text if len(text) <= 120 else text[:117] + "...") from None
+    finally:
+        loader.dispose()
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)`` with bounded alias expansion (an alias bomb is refused before it is
+    built). Errors are one-line ConfigErrors: ``<where>, line L, column C: invalid YAML: ...``."""
+    try:
+        return _load_bounded(text)
+    except _YAMLProblem as exc:
+        raise ConfigError(f"{exc.at(where)}: invalid YAML: {exc.problem}") from None
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """The YAML document of a small file: :func:`read_text_file` then :func:`parse_yaml`."""
+    return parse_yaml(read_text_file(path, what), str(path))
+
+
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     """Read one recipe and the ``defaults:`` files it inherits from, merged."""
     if path.resolve() in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path.resolve()))
         raise ConfigError(f"defaults: inheritance cycle: {cycle}")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: invalid YAML: {problem}") from None
+    data = read_yaml_file(path)
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -287,11 +397,10 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key or "" in parts:
         raise ConfigError(f"bad override {text!r}: expected section.key=value, {_OVERRIDE_EXAMPLE}")
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        problem = getattr(exc, "problem", None) or str(exc)
+        value = _load_bounded(raw)
+    except _YAMLProblem as exc:
         raise ConfigError(
-            f"{key}: value {raw!r} of override {text!r} is not valid YAML: {problem}"
+            f"{key}: value {short(raw)} of override {short(text)} is not valid YAML: {exc.problem}"
         ) from None
     return parts, value
 
@@ -395,6 +504,20 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     return config_from_dict(raw, source=source)
 
 
+def read_run_config(path: str | Path) -> Config:
+    """The config a run directory saved (``config.yaml``), built and type-checked like a recipe
+    (not re-validated: it was valid when it was written). A file that cannot be read or built is a
+    ConfigError that names it and says what to do."""
+    where = f"{path} (this run's saved config: restore it, or use another name= for a new run)"
+    try:
+        data = read_yaml_file(path, "run config")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (this run's saved config: restore it, or use another name= for a new run)") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a mapping of config sections, got {describe(data)}", where)
+    return config_from_dict(data, validate=False, source=where)
+
+
 def apply_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
     """A new, validated Config with ``section.key=value`` overrides applied (cfg is unchanged)."""
     raw = config_to_dict(cfg)
@@ -429,9 +552,8 @@ def dump_config(cfg: Config, path: str | Path) -> Path:
     """Write the resolved config as YAML, atomically (temp file in the same dir + os.replace)."""
     path = Path(path)
     text = yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False)
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:  # mode 0666 less the umask, like any new file
         tmp.write_text(text)
-        tmp.chmod(0o644)  # mkstemp creates 0600; the run dir's config is meant to be read
     return path
 
 

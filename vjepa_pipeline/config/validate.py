@@ -10,9 +10,10 @@ raises them. Comparisons are written as ``not x > 0`` so that NaN fails them too
 
 from __future__ import annotations
 
+import math
 import re
 
-from vjepa_pipeline.config.messages import closest
+from vjepa_pipeline.config.messages import closest, short
 from vjepa_pipeline.config.schema import Config, MaskBlockConfig, PredictorConfig
 from vjepa_pipeline.config.sizes import VIT_SIZES, unknown_size_message
 from vjepa_pipeline.errors import ConfigError
@@ -24,6 +25,8 @@ __all__ = ["ConfigError", "config_problems", "mask_block_problems", "validate_co
 _NAME_RE = re.compile(r"[A-Za-z0-9._-]+")
 # 3D RoPE splits each head into 3 equal even chunks (frame/row/col): head dim >= 6.
 _MIN_ROPE_HEAD_DIM = 6
+# Step counts past this are typos (2**31 - 1: also where step arithmetic in C ints would overflow).
+MAX_STEPS = 2**31 - 1
 
 
 class _Checker:
@@ -44,6 +47,13 @@ class _Checker:
     def non_negative(self, path: str, value: float | None) -> None:
         if value is not None and not value >= 0:
             self.add(f"{path}: must be >= 0, got {value}")
+
+    def finite(self, path: str, value: float | None) -> bool:
+        """inf passes ``> 0`` and ``>= 0``; a learning rate, weight decay, eps ... must be a number."""
+        if value is not None and isinstance(value, float) and math.isinf(value):
+            self.add(f"{path}: must be a finite number, got {value}")
+            return False
+        return True
 
     def in_range(
         self, path: str, value: float, lo: float, hi: float, hi_open: bool = False
@@ -81,7 +91,7 @@ def config_problems(cfg: Config) -> list[str]:
     rope = m.pos_embed == "rope"
 
     if not _NAME_RE.fullmatch(cfg.name) or cfg.name in (".", ".."):
-        c.add(f"name: {cfg.name!r} must be a plain directory name (letters, digits, '.', '_', '-')")
+        c.add(f"name: {short(cfg.name)} must be a plain directory name (letters, digits, '.', '_', '-')")
 
     # --- model
     size_ok = m.size in VIT_SIZES
@@ -151,11 +161,13 @@ def config_problems(cfg: Config) -> list[str]:
         "warmup_steps",
         "cooldown_steps",
     ):
-        c.non_negative(f"optim.{key}", getattr(o, key))
+        if c.finite(f"optim.{key}", getattr(o, key)):
+            c.non_negative(f"optim.{key}", getattr(o, key))
     for i, beta in enumerate(o.betas):
         c.in_range(f"optim.betas[{i}]", beta, 0.0, 1.0, hi_open=True)
-    c.positive("optim.eps", o.eps)
-    c.positive("optim.clip_grad", o.clip_grad)
+    for key in ("eps", "clip_grad"):
+        if c.finite(f"optim.{key}", getattr(o, key)):
+            c.positive(f"optim.{key}", getattr(o, key))
     c.pair("optim.ema_momentum", o.ema_momentum)
     if o.warmup_steps + o.cooldown_steps > t.max_steps:
         c.add(
@@ -173,6 +185,8 @@ def config_problems(cfg: Config) -> list[str]:
         "keep_last",
     ):
         c.positive(f"train.{key}", getattr(t, key))
+    if t.max_steps > MAX_STEPS:
+        c.add(f"train.max_steps: {t.max_steps} is beyond any run (at most {MAX_STEPS})")
     c.positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes)
     c.positive("train.max_nan_skips", t.max_nan_skips)
     c.positive("train.stats_every_steps", t.stats_every_steps)
@@ -189,7 +203,7 @@ def config_problems(cfg: Config) -> list[str]:
     c.positive("launch.tasks_per_node", la.tasks_per_node)
     c.positive("launch.array_parallelism", la.array_parallelism)
     if la.signal.upper().removeprefix("SIG") not in ("USR1", "USR2"):
-        c.add(f"launch.signal: must be USR2 or USR1 (SIGTERM belongs to SLURM's kill sequence), got {la.signal!r}")
+        c.add(f"launch.signal: must be USR2 or USR1 (SIGTERM belongs to SLURM's kill sequence), got {short(la.signal)}")
     if la.time_min > 0 and la.signal_delay_s >= la.time_min * 60:
         c.add(
             f"launch.signal_delay_s: {la.signal_delay_s} s is not shorter than "
@@ -209,9 +223,9 @@ def _check_shards(c: _Checker, sh) -> None:
     presets = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
     if sh.preset not in presets:
         hint = closest(sh.preset, presets)
-        c.add(f"shards.preset: {sh.preset!r} is not an x264 preset" + (f" (did you mean {hint!r}?)" if hint else ""))
+        c.add(f"shards.preset: {short(sh.preset)} is not an x264 preset" + (f" (did you mean {hint!r}?)" if hint else ""))
     if not _NAME_RE.fullmatch(sh.prefix):
-        c.add(f"shards.prefix: {sh.prefix!r} must be a plain file name prefix")
+        c.add(f"shards.prefix: {short(sh.prefix)} must be a plain file name prefix")
     if not sh.reencode and (sh.max_clip_seconds is not None or sh.fps is not None):
         c.add("shards.reencode: splitting clips (max_clip_seconds) or changing fps needs reencode=true")
     if sh.max_clip_seconds is not None and sh.max_clip_seconds <= sh.min_seconds:

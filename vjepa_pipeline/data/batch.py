@@ -24,6 +24,7 @@ class StreamPosition:
     attempts: int = 0  # samples that role tried to decode so far
     failures: dict[str, int] = field(default_factory=dict)  # that role's failures per reason
     seconds: float = 0.0  # time the worker spent assembling the batch
+    max_failure_rate: float | None = None  # the stream's data.max_failure_rate (StreamState judges the rank by it)
 
 
 @dataclass

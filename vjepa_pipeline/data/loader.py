@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from .batch import ClipBatch
 from .sources import LoaderError, expand_urls, file_list_items
-from .stream import ClipStream
+from .stream import ClipStream, failure_rate_error
 
 STATE_VERSION = 2  # 2: stream seeds from utils.seeds.mix_seed (1: sha256)
 
@@ -48,7 +48,12 @@ def make_dataloader(stream: ClipStream) -> DataLoader:
 
 class StreamState:
     """What a rank needs to resume its stream exactly: the next step and, per worker role, the
-    epoch and number of compressed samples consumed by its last *trained* batch."""
+    epoch and number of compressed samples consumed by its last *trained* batch.
+
+    It also keeps the rank's failure accounting: ``attempts`` and ``failures`` (per reason) over
+    all worker roles and epochs since this process started, judged against the stream's
+    ``data.max_failure_rate`` on every update (a role alone may stay below the minimum number of
+    attempts while the rank as a whole is far above the limit)."""
 
     def __init__(self, world_size: int, num_workers: int, seed: int):
         self.world_size, self.num_workers, self.seed = world_size, num_workers, seed
@@ -56,20 +61,29 @@ class StreamState:
         self.roles: dict[int, dict] = {}
         self.failures: dict[str, int] = {}
         self.attempts = 0
-        self._role_failures: dict[int, tuple[int, dict]] = {}
+        self._role_failures: dict[int, tuple[int, int, dict]] = {}  # role -> (epoch, attempts, failures)
+        self._past: tuple[int, dict[str, int]] = (0, {})  # finished (role, epoch) streams, summed
 
     def update(self, batch: ClipBatch) -> None:
-        """Call once per batch actually used for training (not per prefetched batch)."""
+        """Call once per batch actually used for training (not per prefetched batch). Raises
+        LoaderError when the rank's failure rate is above the stream's data.max_failure_rate."""
         info = batch.stream
         self.step = info.step + 1
         self.roles[info.role] = {"epoch": info.epoch, "consumed": info.consumed}
-        self._role_failures[info.role] = (info.attempts, info.failures)
-        self.attempts = sum(a for a, _ in self._role_failures.values())
-        totals: dict[str, int] = {}
-        for _, f in self._role_failures.values():
-            for reason, n in f.items():
-                totals[reason] = totals.get(reason, 0) + n
+        previous = self._role_failures.get(info.role)
+        if previous is not None and previous[0] != info.epoch:  # that role's last epoch is over
+            self._past = (self._past[0] + previous[1], _add(self._past[1], previous[2]))
+        self._role_failures[info.role] = (info.epoch, info.attempts, dict(info.failures))
+        self.attempts = self._past[0] + sum(a for _, a, _ in self._role_failures.values())
+        totals = dict(self._past[1])
+        for _, _, f in self._role_failures.values():
+            totals = _add(totals, f)
         self.failures = totals
+        if info.max_failure_rate is not None:
+            error = failure_rate_error(sum(totals.values()), self.attempts, info.max_failure_rate, totals,
+                                       " on this rank, all its workers together")
+            if error is not None:
+                raise error
 
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, "world_size": self.world_size, "num_workers": self.num_workers,
@@ -92,3 +106,10 @@ class StreamState:
     def position(self) -> tuple[int, dict]:
         """(step, role positions) to pass to ClipStream.set_position."""
         return self.step, dict(self.roles)
+
+
+def _add(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    out = dict(a)
+    for reason, n in b.items():
+        out[reason] = out.get(reason, 0) + n
+    return out

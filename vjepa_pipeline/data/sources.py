@@ -13,12 +13,9 @@ import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from ..errors import LoaderError
 from ..shards.format import (ShardFormatError, index_file, iter_url_groups, read_file_list, read_index,
                              shard_paths)
-
-
-class LoaderError(Exception):
-    """A data setup the loader cannot run with; the message says what to change."""
 
 
 def expand_urls(path: str | os.PathLike) -> tuple[list[str], int | None]:
@@ -36,7 +33,11 @@ def expand_urls(path: str | os.PathLike) -> tuple[list[str], int | None]:
             shard_dir, index = read_index(text)
         except ShardFormatError as exc:
             raise LoaderError(f"{exc}; or give a shard URL pattern") from None
-        return [str(p) for p in shard_paths(shard_dir, index)], int(index["totals"]["samples"])
+        totals = index.get("totals")
+        samples = totals.get("samples") if isinstance(totals, dict) else None
+        # the count is only a hint (epoch length); a hand-edited index without it still streams
+        known = int(samples) if isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0 else None
+        return [str(p) for p in shard_paths(shard_dir, index)], known
     urls = list(braceexpand.braceexpand(text))
     if not text.startswith("pipe:"):
         missing = [u for u in urls if not Path(u).exists()]
@@ -60,20 +61,58 @@ def split_for(urls: list[str], rank: int, world_size: int, role: int, num_roles:
     return urls[rank::world_size][role::num_roles]
 
 
-def shard_cycle(urls: list[str], rng: random.Random) -> Iterator[str]:
-    """Endless resampling of ``urls``: a fresh random permutation per pass, so within a pass no
-    shard repeats (duplicates only come from wrapping around)."""
+def cycle_samples(urls: list, rng: random.Random, read: Callable[..., Iterator[dict]],
+                  on_error: Callable[[str], None], what: str = "shard") -> Iterator[dict]:
+    """Endless resampling of ``urls`` (shards, or file-list items) read by ``read(urls, on_error,
+    on_unreadable)`` (:func:`tar_samples` or :func:`file_samples`): a fresh random permutation per
+    pass, so within a pass no shard repeats (duplicates only come from wrapping around). A pass
+    that yields no sample at all raises LoaderError naming what failed: resampling the same dead
+    shards would never end."""
+    reasons: dict[str, int] = {}  # of the current pass
+    unreadable: list[str] = []
+
+    def fail(reason: str) -> None:
+        reasons[reason] = reasons.get(reason, 0) + 1
+        on_error(reason)
+
+    def unreadable_source(where: str, exc: BaseException) -> None:
+        where = str(where)
+        name = where if where.startswith("pipe:") or "://" in where else Path(where).name
+        unreadable.append(f"{name} ({_one_line(exc)})")
+
     while True:
         order = list(urls)
         rng.shuffle(order)
-        yield from order
+        reasons.clear()
+        unreadable.clear()
+        got = False
+        for sample in read(iter(order), fail, unreadable_source):
+            got = True
+            yield sample
+        if not got:
+            counts = ", ".join(f"{r} x{n}" for r, n in sorted(reasons.items())) or "no samples in them"
+            examples = "; ".join(unreadable[:3]) + ("; ..." if len(unreadable) > 3 else "")
+            what_n = f"{len(order)} {what}{'' if len(order) == 1 else 's'}"
+            raise LoaderError(f"no sample could be read from any of this reader's {what_n} ({counts})"
+                              f"{': ' + examples if examples else ''}. Check the data with `vjepa shards inspect`")
 
 
-def tar_samples(urls: Iterator[str], on_error: Callable[[str], None]) -> Iterator[dict]:
+def _one_line(exc: BaseException) -> str:
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else " ".join(str(exc).split())
+    return (text[:200] + "...") if len(text) > 200 else text or type(exc).__name__
+
+
+def tar_samples(urls: Iterator[str], on_error: Callable[[str], None],
+                on_unreadable: Callable[[str, BaseException], None] | None = None) -> Iterator[dict]:
     """Compressed samples from a stream of shard URLs (local paths, ``pipe:`` commands, remote
     URLs; the shard format's tar reader). Broken tars or members are reported to ``on_error`` and
-    skipped."""
-    for s in iter_url_groups(urls, lambda url, exc: on_error("unreadable shard")):
+    skipped; a shard that cannot be opened or read to its end also to ``on_unreadable(url, exc)``."""
+    def broken(url: str, exc: BaseException) -> None:
+        if on_unreadable is not None:
+            on_unreadable(url, exc)
+        on_error("unreadable shard")
+
+    for s in iter_url_groups(urls, broken):
         if "mp4" not in s or "truncated" in s:  # the tar broke inside or right after this sample
             on_error("incomplete sample")
             continue
@@ -98,12 +137,15 @@ def file_list_items(path: str | os.PathLike) -> list[dict]:
     return [{"key": i.uid, "path": i.path, "label": i.label} for i in items]
 
 
-def file_samples(items: Iterator[dict], on_error: Callable[[str], None]) -> Iterator[dict]:
+def file_samples(items: Iterator[dict], on_error: Callable[[str], None],
+                 on_unreadable: Callable[[str, BaseException], None] | None = None) -> Iterator[dict]:
     """Compressed samples read from files on disk (no metadata: the decoder counts frames)."""
     for item in items:
         try:
             data = Path(item["path"]).read_bytes()
-        except OSError:
+        except OSError as exc:
+            if on_unreadable is not None:
+                on_unreadable(item["path"], exc)
             on_error("unreadable file")
             continue
         yield {"key": item["key"], "mp4": data, "meta": None, "label": item["label"]}

@@ -11,6 +11,11 @@ role's stream up to its last consumed batch. DataLoader worker ``i`` plays role
 
 Every rank yields exactly the batches of the current epoch, so DDP ranks never wait on each other.
 Failing samples are skipped and counted per reason; above ``max_failure_rate`` the run stops.
+Every loss counts, whether the decoder failed or the sample never arrived (a shard missing, not a
+tar, broken off, a sample without video or with bad metadata): each is an attempt that failed.
+The rate is judged in each worker role as failures happen (after MIN_ATTEMPTS_FOR_RATE attempts)
+and over all roles and epochs of the rank by :class:`~.loader.StreamState`; a role that reads a
+full pass over its shards without one sample stops at once (it would resample them forever).
 """
 
 from __future__ import annotations
@@ -27,10 +32,22 @@ from .augment import train_augment
 from .batch import ClipBatch, StreamPosition
 from .decoders import DecodeError, get_decoder
 from .sampling import ClipSpec, sample_train_clips, union_indices
-from .sources import (LoaderError, file_list_items, file_samples, shard_cycle, shuffle_buffer, split_for,
+from .sources import (LoaderError, cycle_samples, file_list_items, file_samples, shuffle_buffer, split_for,
                       tar_samples)
 
-MIN_ATTEMPTS_FOR_RATE = 50  # failure rate is judged only after this many samples per worker
+MIN_ATTEMPTS_FOR_RATE = 50  # the failure rate is judged only after this many attempts (per role, per rank)
+
+
+def failure_rate_error(failed: int, attempts: int, limit: float, failures: dict[str, int],
+                       where: str = "") -> LoaderError | None:
+    """The error to stop with when ``failed`` of ``attempts`` is above ``limit``, or when all of
+    them failed (even with a limit of 1: a stream that never yields would hang); None otherwise."""
+    if attempts < MIN_ATTEMPTS_FOR_RATE or (failed / attempts <= limit and failed < attempts):
+        return None
+    reasons = ", ".join(f"{r} x{n}" for r, n in sorted(failures.items()))
+    judged = "above" if failed / attempts > limit else "none usable, with"
+    return LoaderError(f"{failed} of {attempts} samples failed{where} ({100 * failed / attempts:.0f}%, {judged} "
+                       f"data.max_failure_rate={limit}): {reasons}. Check the data with `vjepa shards inspect`")
 
 
 class SampleFailure(Exception):
@@ -108,27 +125,32 @@ class RoleStream:
         self.attempts = 0
         self.consumed = 0
         self.samples = self._compressed()
-        for _ in range(skip):  # resume: replay the compressed stream, no decoding
+        self.replaying = True  # resume: replay the compressed stream, no decoding and no counting
+        for _ in range(skip):
             next(self.samples)
             self.consumed += 1
+        self.replaying = False
 
     def _fail(self, reason: str) -> None:
         self.failures[reason] = self.failures.get(reason, 0) + 1
 
     def _source_fail(self, reason: str) -> None:
         """A shard or sample lost before decoding: counts as an attempt that failed."""
+        if self.replaying:  # counted before the restart (its good samples are not replayed as attempts)
+            return
         self.attempts += 1
         self._fail(reason)
+        self.check_failure_rate()
 
     def _compressed(self) -> Iterator[dict]:
         o = self.o
         rng = random.Random(self.seed)
         if o.items is not None:
             mine = split_for(o.items, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
-            stream = file_samples(shard_cycle(mine, rng), self._source_fail)
+            stream = cycle_samples(mine, rng, file_samples, self._source_fail, "listed file")
         else:
             mine = split_for(o.urls, o.rank, o.world_size, self.role, o.num_roles, o.cfg.allow_shared_shards)
-            stream = tar_samples(shard_cycle(mine, rng), self._source_fail)
+            stream = cycle_samples(mine, rng, tar_samples, self._source_fail, "shard")
         return shuffle_buffer(stream, o.cfg.shuffle_buffer, random.Random(self.seed + 1))
 
     def clips_of(self, sample: dict, rng: random.Random) -> list[torch.Tensor]:
@@ -164,13 +186,10 @@ class RoleStream:
                 self.check_failure_rate()
 
     def check_failure_rate(self) -> None:
-        failed = sum(self.failures.values())
-        if self.attempts >= MIN_ATTEMPTS_FOR_RATE and failed / self.attempts > self.o.cfg.max_failure_rate:
-            reasons = ", ".join(f"{r} x{n}" for r, n in sorted(self.failures.items()))
-            raise LoaderError(
-                f"{failed} of {self.attempts} samples failed ({100 * failed / self.attempts:.0f}%, above "
-                f"data.max_failure_rate={self.o.cfg.max_failure_rate}): {reasons}. Check the data with "
-                "`vjepa shards inspect`")
+        error = failure_rate_error(sum(self.failures.values()), self.attempts, self.o.cfg.max_failure_rate,
+                                   self.failures)
+        if error is not None:
+            raise error
 
     def batches(self, steps: range) -> Iterator[ClipBatch]:
         for g in steps:
@@ -182,6 +201,6 @@ class RoleStream:
                 labels.extend([-1 if sample["label"] is None else int(sample["label"])] * len(views))
                 keys.append(sample["key"])
             position = StreamPosition(g, self.role, self.epoch, self.consumed, self.attempts, dict(self.failures),
-                                      time.perf_counter() - t0)
+                                      time.perf_counter() - t0, self.o.cfg.max_failure_rate)
             yield ClipBatch(torch.stack(clips), torch.tensor(labels, dtype=torch.long), keys, position)
 

@@ -201,7 +201,8 @@ def _batches(m: int, batch_size: int, generator: torch.Generator) -> list[torch.
     perm = torch.randperm(m, generator=generator)
     out = list(perm.split(batch_size))
     if len(out) > 1 and len(out[-1]) == 1:
-        out[-2] = torch.cat([out[-2], out.pop()])
+        last = out.pop()  # (popped first: ``out[-2] = cat([out[-2], out.pop()])`` assigns one slot too far)
+        out[-1] = torch.cat([out[-1], last])
     return out
 
 

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import torch
 
+from ..errors import UsageError
 from ..utils.atomic import atomic_torch_save
 from .encoders import FrozenEncoder, LoadedEncoder, load_encoder
-from .features import eval_data_config, extract_split, label_names
+from .features import (
+    bad_labels_message,
+    dataset_classes,
+    eval_data_config,
+    extract_split,
+    label_names,
+    video_names,
+)
 from .hf_classifier import GivenHead
 from .results import DatasetResult, EncoderInfo, LowShotResult, SuiteResults
 from .suite import SuiteConfig
@@ -27,13 +35,39 @@ def _log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def dataset_features(enc: LoadedEncoder, suite: SuiteConfig, ds, device: str, log=_log):
+def check_geometry(enc: LoadedEncoder, suite: SuiteConfig, datasets) -> None:
+    """Clips the encoder cannot tile (crop not divisible by its patch size, frames not divisible by
+    its tubelet size) are a usage error, found before any video is read."""
+    patch, tubelet = enc.encoder.patch_size, enc.encoder.tubelet_size
+    for i, ds in enumerate(suite.datasets):
+        if not any(ds is d for d in datasets):
+            continue
+        if ds.crop_size % patch:
+            raise UsageError(f"datasets[{i}].crop_size: {ds.crop_size} px is not divisible by the encoder's patch "
+                             f"size {patch} ({ds.name})")
+        if ds.num_frames % tubelet:
+            raise UsageError(f"datasets[{i}].num_frames: {ds.num_frames} frames are not divisible by the encoder's "
+                             f"tubelet size {tubelet} ({ds.name})")
+
+
+def dataset_features(enc: LoadedEncoder, suite: SuiteConfig, ds, device: str, log=_log,
+                     classes: tuple[int, str] | None = None):
+    """Train and val features of one dataset. With ``classes`` = (num_classes, where that count
+    comes from), a video labelled outside [0, num_classes) is a UsageError naming it."""
     frozen = FrozenEncoder(enc.encoder.to(device), suite.layers)
     data_cfg = eval_data_config(ds, suite)
-    train = extract_split(frozen, data_cfg, ds.train, ds.train_segments, ds.train_views, suite.feature_batch_size,
-                          device, single_frame=ds.single_frame)
-    val = extract_split(frozen, data_cfg, ds.val, ds.segments, ds.views, suite.feature_batch_size, device,
-                        single_frame=ds.single_frame)
+    num_classes = classes[0] if classes else None
+
+    def split(name: str, path: str, segments: int, views: int):
+        out = extract_split(frozen, data_cfg, path, segments, views, suite.feature_batch_size, device,
+                            single_frame=ds.single_frame, num_classes=num_classes)
+        if out.bad_labels:
+            names = video_names(path, ds.source, [k for k, _ in out.bad_labels[:5]])
+            raise UsageError(bad_labels_message(ds.name, name, out.bad_labels, *classes, names=names))
+        return out
+
+    train = split("train", ds.train, ds.train_segments, ds.train_views)
+    val = split("val", ds.val, ds.segments, ds.views)
     clips = len(train) * ds.train_segments * ds.train_views + len(val) * ds.segments * ds.views
     log(f"[{ds.name}] features: {len(train)} train / {len(val)} val videos ({train.failed + val.failed} failed), "
         f"{clips / max(train.seconds + val.seconds, 1e-9):.1f} clips/s")
@@ -45,12 +79,11 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
     from .grid import evaluate_head, train_probe_grid
     from .lowshot import low_shot_indices, summarize
 
-    train, val = dataset_features(enc, suite, ds, device, log)
+    num_classes, names, origin = dataset_classes(ds)
+    train, val = dataset_features(enc, suite, ds, device, log, classes=(num_classes, origin))
     if len(val) == 0 or (len(train) == 0 and not val_only):
-        raise RuntimeError(f"[{ds.name}] no readable videos (train {len(train)}, val {len(val)}): check the paths")
-    names = label_names(ds.train, ds.num_classes)
-    num_classes = ds.num_classes or max(len(names), int(torch.cat([train.labels, val.labels]).max()) + 1)
-    names = names if len(names) == num_classes else [str(i) for i in range(num_classes)]
+        raise UsageError(f"[{ds.name}] no readable videos (train {len(train)}, val {len(val)}; "
+                         f"{train.failed + val.failed} failed): check the paths")
     probe_path = out_dir / "probes" / f"{ds.name}.pt"
     protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
                 "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": ds.probe.kind,
@@ -71,7 +104,8 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
                            "protocol": protocol, "encoder_fingerprint": enc.fingerprint}, probe_path)
         entry = {"selected": result.chosen, "selection_rule": result.selection_rule,
                  "grid": [{k: _frac(v) if k.endswith("top1") else v for k, v in row.items()} for row in result.grid],
-                 "curves": {k: (v if k in ("epoch", "train_loss") else [[_frac(x) for x in row] for row in v])
+                 "curves": {k: (v if k in ("epoch", "train_loss") else
+                                [None if row is None else [_frac(x) for x in row] for row in v])
                             for k, v in result.curves.items()},
                  "probe_checkpoint": str(probe_path.relative_to(out_dir))}
     log(f"[{ds.name}] top-1 {metrics['top1']:.1f}%  top-5 {metrics['top5']:.1f}%  "
@@ -115,13 +149,14 @@ def evaluate_given_head(enc: LoadedEncoder, suite: SuiteConfig, ds, head: GivenH
     if ds.num_classes is not None and ds.num_classes != num_classes:
         raise CheckpointError(f"[{ds.name}] has {ds.num_classes} classes, the head {head.source} {num_classes}")
     val = extract_split(frozen, eval_data_config(ds, suite), ds.val, ds.segments, ds.views, suite.feature_batch_size,
-                        device, single_frame=ds.single_frame)
+                        device, single_frame=ds.single_frame, num_classes=num_classes)
+    if val.bad_labels:
+        raise UsageError(bad_labels_message(ds.name, "val", val.bad_labels, num_classes,
+                                            f"the head {head.source} has {num_classes} classes",
+                                            video_names(ds.val, ds.source, [k for k, _ in val.bad_labels[:5]])))
     if len(val) == 0:
-        raise RuntimeError(f"[{ds.name}] no readable validation videos: check the paths")
-    if int(val.labels.max()) >= num_classes:
-        raise CheckpointError(f"[{ds.name}] has labels up to {int(val.labels.max())}, the head {head.source} "
-                              f"only {num_classes} classes")
-    names = label_names(ds.val, num_classes)
+        raise UsageError(f"[{ds.name}] no readable validation videos ({val.failed} failed): check the paths")
+    names = label_names(ds.val, num_classes, ds.source)
     names = names if len(names) == num_classes else (head.class_names or [str(i) for i in range(num_classes)])
     protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
                 "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": cfg["kind"],
@@ -148,6 +183,7 @@ def run_suite(suite: SuiteConfig, encoder_source: str, out_dir: str | Path, mode
     enc = encoder or load_encoder(encoder_source, model_overrides)
     log(f"encoder {enc.source} ({enc.kind}, {enc.params / 1e6:.2f}M params, {enc.fingerprint})")
     chosen = [d for d in suite.datasets if datasets is None or d.name in datasets]
+    check_geometry(enc, suite, chosen)
     encoder_info = EncoderInfo(enc.source, enc.kind, enc.fingerprint, enc.params, list(suite.layers))
     results = SuiteResults(suite.name, encoder_info, created_by="vjepa-pipeline")
     for ds in chosen:

@@ -7,11 +7,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-import yaml
-
-from ..config.loader import build_dataclass
+from ..config.loader import build_dataclass, read_yaml_file
+from ..config.messages import describe
 from ..config.recipes import not_found, resolve_recipe
 from ..errors import ConfigError
+
+# Classes beyond this are a typo, not a dataset (ImageNet-21k has 21,841): the confusion matrix
+# alone holds num_classes**2 counts.
+MAX_CLASSES = 100_000
 
 ProbeKind = Literal["attentive", "attentive_v2", "linear", "knn"]
 
@@ -87,6 +90,8 @@ def suite_problems(s: SuiteConfig) -> list[str]:
             out.append(f"{p}.probe: lrs and weight_decays need at least one value each")
         if not 0 < pr.holdout_fraction < 1:
             out.append(f"{p}.probe.holdout_fraction: must be in (0, 1)")
+        if d.num_classes is not None and not 1 <= d.num_classes <= MAX_CLASSES:
+            out.append(f"{p}.num_classes: must be in [1, {MAX_CLASSES}], got {d.num_classes}")
         if any(k < 1 for k in d.low_shot):
             out.append(f"{p}.low_shot: k must be >= 1")
     return out
@@ -98,10 +103,9 @@ def load_suite(path: str | Path, overrides: dict | None = None) -> SuiteConfig:
     if found is None:
         raise ConfigError([f"suite file {path} does not exist; {not_found(path, 'eval')}"])
     path = found
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError([f"{path}: not valid YAML ({exc})"]) from None
+    data = read_yaml_file(path, "suite file") or {}  # bounded: no alias bomb, device or non-UTF-8 file
+    if not isinstance(data, dict):
+        raise ConfigError([f"expected a mapping of suite keys, got {describe(data)}"], str(path))
     data.update(overrides or {})
     suite = build_dataclass(data, SuiteConfig, source=str(path))
     base = path.parent

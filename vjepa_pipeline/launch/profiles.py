@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from ..config import ConfigError, LaunchConfig, apply_overrides, config_to_dict
-from ..config.loader import build_dataclass
+from ..config.loader import build_dataclass, read_yaml_file
 from ..config.messages import closest
 
 REPO_PROFILES = Path(__file__).resolve().parents[2] / "slurm" / "profiles"
@@ -58,10 +58,7 @@ def find_profile(name: str) -> Path:
 def load_profile(name: str) -> dict:
     """The profile's ``launch.*`` values as a plain dict (validated against LaunchConfig)."""
     path = find_profile(name)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {getattr(exc, 'problem', None) or exc}") from None
+    data = read_yaml_file(path, "cluster profile") or {}  # bounded: alias bombs, non-UTF-8, devices
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a cluster profile is a mapping of launch.* keys")
     data.pop("description", None)

@@ -9,6 +9,15 @@ Three resumable phases, all state under ``<out>/.work``:
    each written atomically, then ``index.json``.
 Killed at any moment, re-running the same command redoes only unfinished units and shards, and
 the result is byte-identical to an uninterrupted build.
+
+Only verdicts about an input (corrupt, too short, no video stream, ...) are recorded as skips.
+An environmental failure (disk full, I/O error, quota, unwritable output, memory exhausted,
+ffmpeg killed) records nothing: the build stops with one line (:class:`EnvironmentalFailure`)
+and re-running the same command retries those videos.
+
+The builder writes only into a folder that is new, empty, or a build of ours (our index.json,
+or a staging folder carrying our marker file, :data:`WORK_MARKER`, written before anything else).
+Anything else is refused untouched, and cleaning up removes only the files the build wrote.
 """
 
 from __future__ import annotations
@@ -20,21 +29,41 @@ import os
 import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import asdict
 from multiprocessing import get_context
 from pathlib import Path
 
-from ..utils.atomic import write_json
+from ..utils.atomic import remove_stale_temporaries, write_json
 from .format import (INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardFormatError, read_index, shard_name,
                      stats_name)
 from .items import SourceList
-from .media import EncodeSettings, MediaError, VideoInfo, encode_clip, probe
+from .media import (EncodeSettings, EnvironmentalError, MediaError, VideoInfo, encode_clip, environmental,
+                    environmental_text, probe)
 from .sources import discover
 from .tario import ShardSample, write_shard
 
 
 class BuildError(Exception):
     """A build that cannot proceed; the message says what to do."""
+
+
+class EnvironmentalFailure(BuildError):
+    """Videos (or a shard) failed because of the machine, not the input: nothing was recorded for
+    them, and re-running the same command retries them. ``failures``: {path, reason, detail}."""
+
+    def __init__(self, message: str, failures: list[dict] | None = None):
+        super().__init__(message)
+        self.failures = failures or []
+
+
+# The staging folder's proof of ownership: written first, removed last; without it (or, for
+# staging folders started before it existed, without our plan.json) .work is not ours to touch.
+WORK_MARKER = "vjepa-shards-build.json"
+WORK_FORMAT = "vjepa-shards-work"
+_PLAN_KEYS = {"fingerprint", "settings", "label_map", "skipped", "items"}
+_DISK_FULL = ("No space left on device", "Disk quota exceeded", "File too large")
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -108,12 +137,52 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
             record["samples"].append({"key": key, "file": str(dst.relative_to(work_dir)), "label": item["label"],
                                       "meta": sample_meta(item, info, out, opts, s, e, key)})
             record["seconds"] += out.duration
-    except MediaError as exc:
+    except MediaError as exc:  # a verdict about the input: recorded, never retried
         shutil.rmtree(unit_dir, ignore_errors=True)
         record = {"uid": uid, "samples": [], "seconds": 0.0,
                   "skipped": {"path": item["rel"], "reason": exc.reason, "detail": exc.detail}}
-    _write_json(work_dir / "done" / f"{uid}.json", record)
+    except (EnvironmentalError, OSError, MemoryError) as exc:
+        # probe() turns the input's own problems into MediaError, so what is left is the machine:
+        # our writes failing (ENOSPC, EIO, EDQUOT, EROFS, EACCES on our output), ffmpeg killed, ...
+        return _failed(item, unit_dir, exc)
+    try:
+        _write_json(work_dir / "done" / f"{uid}.json", record)
+    except OSError as exc:
+        return _failed(item, unit_dir, exc)
     return record
+
+
+def _failed(item: dict, unit_dir: Path, exc: BaseException) -> dict:
+    """An environmental failure of one unit: its partial outputs are removed (they may be what
+    filled the disk) and nothing is recorded, so the next run retries it."""
+    shutil.rmtree(unit_dir, ignore_errors=True)
+    env = environmental(exc) or EnvironmentalError(exc.strerror if isinstance(exc, OSError) and exc.strerror
+                                                   else type(exc).__name__, str(exc)[:160])
+    return {"uid": item["uid"], "samples": [], "seconds": 0.0, "skipped": None,
+            "failed": {"path": item["rel"], "reason": env.reason, "detail": env.detail}}
+
+
+def _poisoned(record: dict) -> bool:
+    """A skip that an older version recorded for an environmental failure (e.g. 'ffmpeg failed:
+    No space left on device'): not a verdict about the video, so it is redone."""
+    skipped = record.get("skipped")
+    text = f"{skipped.get('reason', '')} {skipped.get('detail', '')}" if skipped else ""
+    return environmental_text(text) is not None
+
+
+def environmental_message(failures: list[dict], not_started: int = 0) -> str:
+    """The one line an environmental failure of the encode step ends with."""
+    counts: dict[str, int] = {}
+    for f in failures:
+        counts[f["reason"]] = counts.get(f["reason"], 0) + 1
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])
+    reasons = ", ".join(r if n == 1 else f"{r} x{n}" for r, n in ranked)
+    n = len(failures)
+    rest = f", {not_started} more not started" if not_started else ""
+    fix = "free space" if any(r in _DISK_FULL for r in counts) else "fix the cause"
+    return (f"{n} video{'s' if n != 1 else ''} failed for environmental reasons ({reasons}; e.g. "
+            f"{failures[0]['path']}){rest}; nothing was recorded for them: {fix} and re-run the same "
+            f"command to retry them")
 
 
 def sample_meta(item: dict, src: VideoInfo, out: VideoInfo, opts, start: float, end: float, key: str) -> dict:
@@ -140,29 +209,96 @@ class ShardBuilder:
         self.log = log
         self.fingerprint, self.settings = build_fingerprint(self.source, opts)
 
+    # ownership of the output folder
+    def _marked(self) -> bool:
+        """The staging folder carries our marker."""
+        try:
+            marker = _read_json(self.work / WORK_MARKER)
+        except (OSError, ValueError):
+            return False
+        return isinstance(marker, dict) and marker.get("format") == WORK_FORMAT
+
+    def _work_is_ours(self) -> bool:
+        """Ours: our marker, or (a build started before the marker existed) our plan.json."""
+        if not self.work.is_dir():
+            return False
+        if self._marked():
+            return True
+        try:
+            plan = _read_json(self.work / "plan.json")
+        except (OSError, ValueError):
+            return False
+        return isinstance(plan, dict) and _PLAN_KEYS <= plan.keys()
+
+    def _write_marker(self) -> None:
+        _write_json(self.work / WORK_MARKER, {
+            "format": WORK_FORMAT, "version": 1, "fingerprint": self.fingerprint,
+            "note": "staging folder of `vjepa shards build`; removed when the build completes "
+                    "(files it did not write are kept)"})
+
+    def _check_work(self) -> None:
+        """Refuse (touching nothing) a staging folder that this tool did not create."""
+        if (self.work.exists() or self.work.is_symlink()) and not self._work_is_ours():
+            raise BuildError(f"{self.work} was not created by `vjepa shards build`; refusing to touch "
+                             f"{self.out} (nothing was changed): use a new or empty output folder")
+
+    def _existing_index(self) -> dict | None:
+        """The index.json of a complete build of ours with these settings; None when there is none.
+        A foreign index, or ours with other settings, is refused."""
+        if not (self.out / INDEX_NAME).exists():
+            return None
+        try:
+            index = read_index(self.out)[1]
+        except ShardFormatError as exc:
+            raise BuildError(f"{exc}; refusing to write into {self.out} (nothing was changed): "
+                             "use another output folder") from None
+        if index.get("fingerprint") != self.fingerprint:
+            raise BuildError(f"{self.out} already holds shards built with other settings; "
+                             "use another output folder")
+        return index
+
+    def _claim(self) -> None:
+        """Make the output folder ours before anything is written: it must be new, empty, a build
+        of ours; then the staging folder gets our marker (also the test that we can write)."""
+        self._check_work()
+        if not self.work.exists():
+            self._existing_index()  # a foreign index.json or other settings: refused
+            if self.out.is_dir() and not (self.out / INDEX_NAME).exists():
+                entries = sorted(p.name for p in self.out.iterdir())
+                if entries:
+                    shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+                    raise BuildError(f"output folder {self.out} is not empty and holds no build of ours "
+                                     f"({shown}); refusing to write into it (nothing was changed): use a new "
+                                     "or empty folder")
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.work.mkdir(exist_ok=True)
+            if not self._marked():
+                self._write_marker()
+        except OSError as exc:
+            raise BuildError(f"output folder {self.out} is not writable ({exc.strerror})") from None
+
     # phase 1
     def plan(self) -> dict:
+        self._check_work()
         path = self.work / "plan.json"
         if path.exists():
             plan = _read_json(path)
             if plan["fingerprint"] != self.fingerprint:
                 raise BuildError(f"{self.out} holds an unfinished build with different settings; "
                                  "re-run with the original settings, or use another output folder")
+            if not self._marked():  # started before the marker existed
+                self._claim()
             return plan
         if not self.source.exists():
             raise BuildError(f"source {self.source} does not exist")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            probe_file = self.out / ".write-test"
-            probe_file.write_text("")
-            probe_file.unlink()
-        except OSError as exc:
-            raise BuildError(f"output folder {self.out} is not writable ({exc.strerror})") from None
+        self._claim()
         found: SourceList = discover(self.source, labels=self.opts.labels, seed=self.opts.seed,
                                      labelled=self.opts.labelled)
         plan = {"fingerprint": self.fingerprint, "settings": self.settings, "label_map": found.label_map,
                 "skipped": found.skipped, "items": [asdict(i) for i in found.items]}
-        _write_json(path, plan)
+        with _environment_guard("writing the build plan"):
+            _write_json(path, plan)
         return plan
 
     def done_records(self, plan: dict) -> dict[str, dict]:
@@ -170,7 +306,9 @@ class ShardBuilder:
         for item in plan["items"]:
             marker = self.work / "done" / f"{item['uid']}.json"
             if marker.exists():
-                done[item["uid"]] = _read_json(marker)
+                record = _read_json(marker)
+                if not _poisoned(record):
+                    done[item["uid"]] = record
         return done
 
     # phase 2
@@ -184,24 +322,48 @@ class ShardBuilder:
             return
         bar = _progress(len(todo), progress)
         stats = {"seconds": 0.0, "skipped": 0, "t0": time.perf_counter()}
+        failures: list[dict] = []  # environmental: nothing recorded, retried by the next run
+        finished = 0
 
         def account(rec: dict) -> None:
+            nonlocal finished
+            finished += 1
+            if rec.get("failed"):
+                failures.append(rec["failed"])
+                bar.set_postfix(failed=len(failures), refresh=False)
+                bar.update(1)
+                return
             stats["seconds"] += rec["seconds"]
             stats["skipped"] += rec["skipped"] is not None
             hours_per_s = stats["seconds"] / 3600 / max(time.perf_counter() - stats["t0"], 1e-6)
             bar.set_postfix(footage_h_per_s=f"{hours_per_s:.3f}", skipped=stats["skipped"], refresh=False)
             bar.update(1)
 
+        # The first environmental failure stops the build: on a full disk every further video
+        # would fail too. Units already running finish (and are recorded when they succeed).
         opts = asdict(self.opts)
         if self.opts.workers <= 1:
             for it in todo:
                 account(process_unit(it, str(self.work), opts))
+                if failures:
+                    break
         else:
             with ProcessPoolExecutor(self.opts.workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(process_unit, it, str(self.work), opts) for it in todo]
+                futures = {pool.submit(process_unit, it, str(self.work), opts): it for it in todo}
                 for fut in as_completed(futures):
-                    account(fut.result())
+                    if fut.cancelled():
+                        continue
+                    try:
+                        account(fut.result())
+                    except BrokenProcessPool:  # a worker was killed (OOM killer, ...)
+                        account({"failed": {"path": futures[fut]["rel"], "reason": "encoder process killed",
+                                            "detail": "worker process died"}})
+                    if failures:
+                        for other in futures:
+                            other.cancel()
         bar.close()
+        if failures:
+            raise EnvironmentalFailure(environmental_message(failures, len(todo) - finished), failures)
 
     # phase 3
     def pack(self, plan: dict) -> dict:
@@ -218,11 +380,14 @@ class ShardBuilder:
         for i, keys in enumerate(layout["shards"]):
             name = shard_name(self.opts.prefix, i)
             stats_path = self.out / stats_name(name)
+            for written in (name, stats_name(name)):  # a build killed mid-write left its temporary file
+                remove_stale_temporaries(self.out, written)
             members = [samples[k] for k in keys]
             if not (self.out / name).exists() or not stats_path.exists():
-                write_shard(self.out / name, (ShardSample(s["key"], str(self.work / s["file"]), s["meta"], s["label"])
-                                              for s in members))
-                _write_json(stats_path, shard_stats(name, members, self.out / name))
+                with _environment_guard(f"writing {name}"):
+                    write_shard(self.out / name, (ShardSample(s["key"], str(self.work / s["file"]), s["meta"],
+                                                              s["label"]) for s in members))
+                    _write_json(stats_path, shard_stats(name, members, self.out / name))
             shards.append(_read_json(stats_path))
         skipped = plan["skipped"] + [r["skipped"] for r in (done[it["uid"]] for it in plan["items"]) if r["skipped"]]
         index = {
@@ -232,7 +397,9 @@ class ShardBuilder:
             "totals": totals(samples, len(plan["items"]), len(skipped)),
             "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
         }
-        _write_json(self.out / INDEX_NAME, index)
+        remove_stale_temporaries(self.out, INDEX_NAME)
+        with _environment_guard(f"writing {INDEX_NAME}"):
+            _write_json(self.out / INDEX_NAME, index)
         return index
 
     def _layout(self, samples: list[dict]) -> dict:
@@ -246,24 +413,43 @@ class ShardBuilder:
             n = max(1, round(self.opts.target_shard_mb * 2**20 / mean))
         layout = {"samples_per_shard": n,
                   "shards": [list(range(i, min(i + n, len(samples)))) for i in range(0, len(samples), n)]}
-        _write_json(path, layout)
+        with _environment_guard("writing the shard layout"):
+            _write_json(path, layout)
         return layout
 
     def finish(self) -> None:
-        if not self.opts.keep_work:
-            shutil.rmtree(self.work, ignore_errors=True)
+        """Remove the staging folder: only the files this build wrote, and only when the folder
+        carries our marker. Anything else found in it is kept (and said so)."""
+        if self.opts.keep_work or not self.work.is_dir() or not self._marked():
+            return
+        try:
+            uids = [it["uid"] for it in _read_json(self.work / "plan.json")["items"]]
+        except (OSError, ValueError, KeyError, TypeError):
+            uids = []
+        for uid in uids:
+            shutil.rmtree(self.work / "units" / uid, ignore_errors=True)
+            _remove_written(self.work / "done", f"{uid}.json")
+        shutil.rmtree(self.work / "submitit", ignore_errors=True)  # local job-array files (launch.submit)
+        # plan.json last: a folder with our index.json and no plan.json is complete (see run)
+        for name in ("layout.json", "plan.json"):
+            _remove_written(self.work, name)
+        for sub in ("units", "done"):
+            _rmdir_if_empty(self.work / sub)
+        leftovers = sorted(p.name for p in self.work.iterdir() if p.name != WORK_MARKER)
+        if leftovers:
+            shown = ", ".join(leftovers[:5])
+            self.log(f"kept {self.work}: it holds files this build did not write ({shown})")
+            return
+        _remove_written(self.work, WORK_MARKER)
+        _rmdir_if_empty(self.work)
 
     def run(self, progress: bool = True) -> dict:
-        if (self.out / INDEX_NAME).exists() and not self.work.exists():
-            try:
-                index = read_index(self.out)[1]
-            except ShardFormatError as exc:
-                raise BuildError(f"{exc}; use another output folder") from None
-            if index.get("fingerprint") == self.fingerprint:
-                self.log(f"{self.out} is already complete ({index['totals']['samples']} samples); nothing to do")
-                return index
-            raise BuildError(f"{self.out} already holds shards built with other settings; "
-                             "use another output folder")
+        self._check_work()
+        index = self._existing_index()  # a foreign index.json, or ours with other settings: refused
+        if index is not None and not (self.work / "plan.json").exists():  # complete (and cleaned up)
+            self.finish()  # a staging folder kept for files we did not write: nothing to redo
+            self.log(f"{self.out} is already complete ({index['totals']['samples']} samples); nothing to do")
+            return index
         plan = self.plan()
         self.log(f"{len(plan['items'])} videos to shard ({len(plan['skipped'])} rejected at discovery), "
                  f"{len(plan['label_map'])} labels -> {self.out}")
@@ -271,6 +457,34 @@ class ShardBuilder:
         index = self.pack(plan)
         self.finish()
         return index
+
+
+@contextmanager
+def _environment_guard(what: str):
+    """Our own writes failing for environmental reasons become one line (EnvironmentalFailure);
+    every write is atomic, so nothing half-written is left to resume from."""
+    try:
+        yield
+    except (OSError, MemoryError) as exc:
+        env = environmental(exc)
+        if env is None:
+            raise
+        fix = "free space" if env.reason in _DISK_FULL else "fix the cause"
+        raise EnvironmentalFailure(f"{what} failed for environmental reasons ({env.reason}); "
+                                   f"{fix} and re-run the same command to finish the build") from None
+
+
+def _remove_written(folder: Path, name: str) -> None:
+    """Remove ``name`` and the temporary files an interrupted atomic write of it left behind."""
+    (folder / name).unlink(missing_ok=True)
+    remove_stale_temporaries(folder, name)
+
+
+def _rmdir_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:  # not empty (files we did not write), or already gone
+        pass
 
 
 def tar_bytes(video: Path, sample: dict) -> int:

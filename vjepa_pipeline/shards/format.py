@@ -25,7 +25,10 @@ What the tar reader guarantees, whoever calls it:
 - nothing is unpickled or decoded here: payloads are bytes, parsed (JSON, int) only by callers
   that want them;
 - a tar that breaks off ends the iteration with :class:`TarBroken`, after yielding the sample it
-  broke in (marked ``truncated`` when the break was inside one of its members).
+  broke in (marked ``truncated`` when the break was inside one of its members);
+- no header makes it spin: a member that declares more bytes than the rest of a local file (or a
+  sample member above :data:`MAX_MEMBER_BYTES`) breaks the tar at once, and a stream that is read
+  on after its end (a pipe, a compressed tar) breaks after :data:`EOF_READS` empty reads.
 
 webdataset's own grouping (``tar_file_iterator`` + ``group_by_keys``) is not used: it drops
 non-file members silently, raises on a repeated member, keeps directory prefixes in keys and
@@ -55,6 +58,11 @@ REQUIRED_FIELDS = ("key", "source", "clip_start", "clip_end", "fps", "num_frames
                    "duration", "label", "label_name")
 # What a broken tar (or a failing pipe) raises while it is read.
 TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError)
+# A sample member (.mp4 / .json / .cls) is read into memory; one declaring more than this is a
+# corrupt header, not a video (the builder's clips are megabytes).
+MAX_MEMBER_BYTES = 16 << 30
+# Empty reads tolerated once a tar stream has ended (tarfile itself reads past the end once or twice).
+EOF_READS = 4
 
 
 class ShardFormatError(Exception):
@@ -84,8 +92,9 @@ def index_file(path: str | os.PathLike) -> Path | None:
 
 def read_index(shard_dir: str | os.PathLike) -> tuple[Path, dict]:
     """(folder, index) of a shard folder (or of its index.json), validated: the index names this
-    format and a supported version and lists shards. Raises ShardFormatError otherwise. Entries
-    and totals are not checked here (``vjepa shards inspect`` reports each bad one)."""
+    format and a supported version and lists shards by plain file names inside the folder (an
+    index never points a reader elsewhere). Raises ShardFormatError otherwise. The entries' other
+    fields and the totals are not checked here (``vjepa shards inspect`` reports each bad one)."""
     d = Path(shard_dir).expanduser()
     if d.name == INDEX_NAME and d.is_file():
         d = d.parent
@@ -109,6 +118,13 @@ def read_index(shard_dir: str | os.PathLike) -> tuple[Path, dict]:
                                f"version {', '.join(map(str, SUPPORTED_VERSIONS))}")
     if not isinstance(index.get("shards"), list):
         raise ShardFormatError(f"{path} has no list of shards")
+    for entry in index["shards"]:  # an index never points a reader outside its own folder
+        name = entry.get("name") if isinstance(entry, dict) else None
+        if not isinstance(name, str):
+            raise ShardFormatError(f"{path} lists a shard without a name: {str(entry)[:80]}")
+        if (name in ("", ".", "..") or PurePosixPath(name).name != name or Path(name).name != name
+                or "\\" in name or "\0" in name):
+            raise ShardFormatError(f"{path} names shard {name[:80]!r}, not a plain file name inside {d}")
     return d, index
 
 
@@ -126,8 +142,10 @@ def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
     its members), then raises TarBroken."""
     current: dict | None = None
     in_data = False  # True while a member's bytes are read (an error then truncates ``current``)
+    size = _bytes_left(fileobj)
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|*") as tar:
+        with tarfile.open(fileobj=_EndGuard(fileobj), mode="r|*") as tar:
+            plain = getattr(tar.fileobj, "comptype", None) == "tar"  # offsets are file offsets
             for member in tar:
                 if not member.isfile():
                     if odd is not None:
@@ -142,7 +160,16 @@ def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
                         yield current
                     current = {"key": key, "suffixes": []}
                 current["suffixes"].append(suffix)
+                if plain and size is not None and member.offset_data + member.size > size:
+                    # A header that lies about its size: fail now, not after a long skip.
+                    in_data = suffix in SAMPLE_SUFFIXES and suffix not in current
+                    raise tarfile.ReadError(f"member {member.name!r} declares {member.size} bytes, but only "
+                                            f"{max(0, size - member.offset_data)} follow in the file")
                 if suffix in SAMPLE_SUFFIXES and suffix not in current:
+                    if member.size > MAX_MEMBER_BYTES:
+                        in_data = True
+                        raise tarfile.ReadError(f"member {member.name!r} declares {member.size} bytes, more than a "
+                                                f"sample member may hold ({MAX_MEMBER_BYTES})")
                     in_data = True
                     current[suffix] = tar.extractfile(member).read()
                     in_data = False
@@ -153,6 +180,36 @@ def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
         raise TarBroken(str(exc) or type(exc).__name__) from None
     if current is not None:
         yield current
+
+
+def _bytes_left(fileobj) -> int | None:
+    """Bytes from the current position to the end of a seekable ``fileobj``; None for pipes."""
+    try:
+        if not fileobj.seekable():
+            return None
+        here = fileobj.tell()
+        end = fileobj.seek(0, os.SEEK_END)
+        fileobj.seek(here)
+        return end - here
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _EndGuard:
+    """The read side of a tar stream, failing once it keeps being read after its end. tarfile skips
+    a member in stream mode by reading block after block; a header that declares more bytes than
+    the stream holds (100 GB in a 1 MB shard) would otherwise spin through millions of empty reads."""
+
+    def __init__(self, fileobj):
+        self._fileobj, self._empty = fileobj, 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._fileobj.read(size)
+        if not data and size:
+            self._empty += 1
+            if self._empty > EOF_READS:
+                raise EOFError("the tar ends inside a member: its header declares more bytes than the tar holds")
+        return data
 
 
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:

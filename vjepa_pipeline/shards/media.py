@@ -3,12 +3,22 @@
 Probing uses PyAV (bundled FFmpeg libraries); re-encoding runs the ffmpeg binary shipped in the
 ``imageio-ffmpeg`` wheel, always with an argument list (file names never pass through a shell).
 Sources are streamed from disk by ffmpeg, so memory stays bounded whatever the file size.
+
+Failures come in two kinds, and a build treats them differently:
+
+- :class:`MediaError`: a verdict about the input (empty, truncated, corrupt, no video stream, too
+  small, an encoder that rejects or crashes on it). The build records it as a skip, for good.
+- :class:`EnvironmentalError`: a failure of the machine, not of the file (disk full, I/O error,
+  quota, read-only or unwritable output, memory exhausted, ffmpeg killed by a signal or unable to
+  start). Never recorded: the video is retried when the build is re-run.
 """
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import signal
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,6 +32,54 @@ class MediaError(Exception):
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason, self.detail = reason, detail
+
+
+class EnvironmentalError(Exception):
+    """A failure of the machine rather than of the input (see the module docstring); ``reason`` is
+    the system's words for it (``os.strerror``), e.g. "No space left on device"."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason, self.detail = reason, detail
+
+
+# errno values that say "this machine" whatever file they come from. EACCES / EPERM count as well
+# where the file is our output (see ``environmental``); on an input they are the input's verdict.
+ENVIRONMENTAL_ERRNOS = frozenset(getattr(errno, name) for name in (
+    "ENOSPC", "EIO", "EDQUOT", "EROFS", "ENOMEM", "EMFILE", "ENFILE", "ESTALE", "EAGAIN", "ENOBUFS",
+    "ETIMEDOUT", "EFBIG") if hasattr(errno, name))
+# The same conditions as ffmpeg prints them (libc's strerror, which av_strerror uses). Not EAGAIN:
+# ffmpeg uses it internally, so its words may show up for a bad input.
+_ENVIRONMENTAL_TEXTS = tuple(os.strerror(code) for code in sorted(ENVIRONMENTAL_ERRNOS - {errno.EAGAIN}
+                                                                   | {errno.EACCES}))
+# Signals that mean "someone stopped the encoder" (OOM killer, scheduler, user, file size limit),
+# not "the input crashed it"; a crash (SIGSEGV, SIGABRT, ...) is deterministic for an input and is
+# a verdict, or a bad file would be retried forever.
+_KILL_SIGNALS = frozenset(getattr(signal, name) for name in (
+    "SIGKILL", "SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGPIPE", "SIGXFSZ", "SIGXCPU", "SIGUSR1",
+    "SIGUSR2") if hasattr(signal, name))
+
+
+def environmental_text(text: str) -> str | None:
+    """The environmental condition a message (ffmpeg's stderr, an old skip record) names, if any."""
+    for words in _ENVIRONMENTAL_TEXTS:
+        if words in text:
+            return words
+    return None
+
+
+def environmental(exc: BaseException, ours: bool = True) -> EnvironmentalError | None:
+    """``exc`` as an EnvironmentalError when it is one: memory exhausted, or an OSError with an
+    environmental errno (plus EACCES / EPERM when the file is ``ours``, i.e. our output)."""
+    if isinstance(exc, EnvironmentalError):
+        return exc
+    if isinstance(exc, MemoryError):
+        return EnvironmentalError(os.strerror(errno.ENOMEM), type(exc).__name__)
+    if isinstance(exc, OSError) and exc.errno is not None:
+        codes = ENVIRONMENTAL_ERRNOS | ({errno.EACCES, errno.EPERM} if ours else set())
+        if exc.errno in codes:
+            return EnvironmentalError(os.strerror(exc.errno), str(exc.filename or "")[-160:])
+    return None
 
 
 @dataclass(frozen=True)
@@ -63,6 +121,7 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        _raise_if_environmental(exc)
         raise MediaError("not a readable video container", str(exc)[:160]) from None
     with container:
         if not container.streams.video:
@@ -82,6 +141,7 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
             try:
                 frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
             except av.error.FFmpegError as exc:
+                _raise_if_environmental(exc)
                 raise MediaError("corrupt stream", str(exc)[:160]) from None
             if frames == 0:
                 raise MediaError("no video frames")
@@ -96,6 +156,13 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
             if duration <= 0 or not math.isfinite(duration):
                 duration = frames / fps
         return VideoInfo(width, height, fps, duration, frames, ctx.name or "unknown")
+
+
+def _raise_if_environmental(exc: BaseException) -> None:
+    """A read of an input that failed because of the machine (EIO, ENOMEM, ...) is no verdict."""
+    env = environmental(exc, ours=False)
+    if env is not None:
+        raise env from None
 
 
 def _check_complete(counted: int, declared: int, duration: float, fps: float) -> None:
@@ -165,15 +232,37 @@ def encode_clip(src: str, dst: str, info: VideoInfo, settings: EncodeSettings, s
     try:
         run = subprocess.run(encode_command(src, dst, info, settings, start, end), stdin=subprocess.DEVNULL,
                              capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:  # a generous limit (20x the clip's length): the input hangs ffmpeg
         raise MediaError("encode timeout", f"ffmpeg ran over {timeout:.0f} s") from None
+    except OSError as exc:  # ffmpeg could not be started: missing binary, no memory, no processes left
+        raise EnvironmentalError(exc.strerror or type(exc).__name__,
+                                 f"cannot start ffmpeg ({exc.filename or ''})") from None
     errors = run.stderr.decode(errors="replace").strip().splitlines()
+    if run.returncode < 0 and -run.returncode in _KILL_SIGNALS:
+        raise EnvironmentalError("ffmpeg killed", f"by {_signal_name(-run.returncode)}")
+    words = environmental_text("\n".join(errors))
+    if words is not None:  # disk full, I/O error, ... while writing our output (or reading the input)
+        line = next(ln for ln in errors if words in ln)
+        raise EnvironmentalError(words, line[:200])
+    if run.returncode < 0:
+        raise MediaError("ffmpeg crashed", f"{_signal_name(-run.returncode)} on this input")
     if run.returncode != 0:
         raise MediaError("ffmpeg failed", (errors or ["(no message)"])[-1][:200])
     if errors:  # at loglevel error, any output means frames failed to decode
         raise MediaError("corrupt stream", f"{len(errors)} decoder errors, first: {errors[0][:160]}")
-    out = probe(dst)
-    return out
+    try:
+        return probe(dst)
+    except MediaError as exc:
+        if exc.reason in ("empty file", "missing file", "unreadable"):  # our output, gone or unwritten
+            raise EnvironmentalError("output lost", f"{exc.reason} after ffmpeg succeeded: {dst}") from None
+        raise
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def write_video(path: str | os.PathLike, frames, fps: float = 25.0, crf: int = 18, gop: int | None = None) -> None:

@@ -3,7 +3,8 @@ callback that turns the module's per-optimizer-step ``step_record`` into both, p
 log line for batch jobs and a representation-collapse alarm.
 
 Everything here runs on global rank 0 only. Steps are optimizer steps (1-based); on resume the
-JSONL is cut back to the restored step so no step appears twice.
+JSONL is cut back to the restored step so no step appears twice; the line of a checkpointed step is
+written (and fsynced) before the checkpoint is committed, so the cut never loses one.
 """
 
 from __future__ import annotations
@@ -41,6 +42,15 @@ class MetricsWriter:
             self._fh = open(self.path, "a", encoding="utf-8")
         self._fh.write(json.dumps(jsonable(record), allow_nan=False) + "\n")
         self._fh.flush()
+
+    def sync(self) -> None:
+        """Flush and fsync: the lines written so far survive a kill or a power loss."""
+        if self._fh is not None:
+            self._fh.flush()
+            try:
+                os.fsync(self._fh.fileno())
+            except OSError:
+                pass
 
     def truncate_after(self, step: int) -> int:
         """Keep only records with ``step <= step`` (and drop unreadable lines, e.g. one cut off
@@ -231,6 +241,13 @@ class MetricsCallback(pl.Callback):
         if self.wandb is not None:
             self.wandb.finish(exit_code=exit_code)
             self.wandb = None
+
+    def before_checkpoint_commit(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Called by the RunCheckpointer (rank 0) before ``last`` names a new checkpoint: the line of
+        the checkpointed step is written and on disk first, so a kill between the two loses no line
+        (the resume keeps the lines up to the resumed step and drops the later ones)."""
+        self._poll(trainer, pl_module)
+        self.writer.sync()
 
     # ---- per step --------------------------------------------------------------------------
     # Lightning runs callback hooks before the module's own hook of the same name, so a record set

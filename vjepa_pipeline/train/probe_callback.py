@@ -10,7 +10,7 @@ import lightning as L
 import torch
 
 from ..eval.encoders import FrozenEncoder
-from ..eval.features import extract_split
+from ..eval.features import extract_split, read_label_map
 from ..eval.probes import knn_predict
 from .metrics import MetricsWriter
 
@@ -40,9 +40,19 @@ class KNNProbeCallback(L.Callback):
     @torch.no_grad()
     def score(self, target_encoder, device) -> float:
         frozen = FrozenEncoder(copy.deepcopy(target_encoder).to(device))
-        train = extract_split(frozen, self.data_cfg, self.train_path, 1, 1, 16, str(device))
-        val = extract_split(frozen, self.data_cfg, self.val_path, 1, 1, 16, str(device))
+        # the class count comes from the label map, not from the largest label seen: a label outside
+        # the map is skipped (SplitFeatures.bad_labels) instead of growing the classifier
+        label_map = read_label_map(self.train_path, self.data_cfg.source)
+        classes = len(label_map) if label_map else None
+        train = extract_split(frozen, self.data_cfg, self.train_path, 1, 1, 16, str(device), num_classes=classes)
+        if classes is None:
+            labels = train.labels[train.labels >= 0]
+            classes = int(labels.max()) + 1 if len(labels) else 1
+        val = extract_split(frozen, self.data_cfg, self.val_path, 1, 1, 16, str(device), num_classes=classes)
         pooled = lambda f: f.float().mean(dim=(1, 2, 3))  # noqa: E731  (M, S, V, N, D) -> (M, D)
-        classes = int(torch.cat([train.labels, val.labels]).max()) + 1
+        keep = train.labels >= 0  # unlabelled videos (-1) when there is no label map
+        if not keep.any() or not len(val):
+            return float("nan")
+        train.feats, train.labels = train.feats[keep], train.labels[keep]
         probs = knn_predict(pooled(train.feats), train.labels, pooled(val.feats), classes, self.k, self.temperature)
         return float((probs.argmax(1) == val.labels).float().mean())

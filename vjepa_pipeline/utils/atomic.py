@@ -1,22 +1,52 @@
 """Atomic file writes: write to a temporary file in the same directory, fsync, then rename, so a
-reader (or a resumed job) only ever sees a whole file or none. ``jsonable`` makes any record
-(tensors, numpy values, NaN) plain JSON for every JSON / JSONL writer."""
+reader (or a resumed job) only ever sees a whole file or none. The file gets the mode a plain
+``open(path, "w")`` would give it (0666 less the process umask: 0644 under the usual umask 022),
+not mkstemp's private 0600, so teammates on a shared cluster can read shards, indexes, exports
+and run directories. ``jsonable`` makes any record (tensors, numpy values, NaN) plain JSON for
+every JSON / JSONL writer."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the kernel tells (Linux: the ``Umask:``
+    line of /proc/self/status); elsewhere by setting and restoring it under a lock, with a
+    restrictive value in between, so a file another thread creates meanwhile is at worst private."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        old = os.umask(0o077)
+        os.umask(old)
+    return old
+
+
+def file_mode() -> int:
+    """The mode a newly created regular file gets: 0666 less the umask."""
+    return 0o666 & ~current_umask()
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
+    """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically, with the
+    mode of a newly created file (0666 less the umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -25,10 +55,22 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, file_mode())  # mkstemp made it 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, name: str) -> int:
+    """Remove the temporary files (``.<name>.*.tmp``) that a process killed inside ``atomic_path``
+    for ``folder/name`` left behind (SIGKILL runs no clean-up); ``name`` itself stays. Only the
+    writer of ``name`` should call this, when no other process writes it. Returns the count."""
+    removed = 0
+    for path in Path(folder).glob(f".{glob.escape(name)}.*.tmp"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

@@ -1,0 +1,256 @@
+"""The loader under data faults: it stops with one clear line, in bounded time, instead of hanging
+or training on a mostly broken dataset (issue "Reliability", items 1 and 2).
+
+Each scenario runs the training stream the way the trainer does (``make_dataloader`` + one
+``StreamState.update`` per batch) in a child process with a timeout, so a regression fails the
+test instead of hanging it. Time-to-error is measured inside the child, from building the stream
+to the error (interpreter start and imports excluded).
+
+Faults injected: 2 missing shards; 2 shards of random bytes (2 workers); 1 shard whose member
+header declares 100 GB, beside a good one (local path and ``pipe:``; and the bare tar reader on a
+file and a pipe); 60 samples without video and 6 with bad metadata against 6 good ones (0 and 2
+workers); 48 junk videos against 12 good ones on 2 workers (each worker alone stays under the
+rate's minimum number of attempts); 10 junk videos with data.max_failure_rate=1. Every error
+comes within SECONDS_TO_ERROR (measured: well under 1 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vjepa_pipeline.shards.format import TarBroken, iter_groups
+
+# 2 videos (x 2 clips) per batch, 8 frames at step 2 from 32-frame videos, 32 px crops.
+DATA = ["data.source=shards", "data.num_frames=8", "data.frame_step=2", "data.crop_size=32", "data.batch_size=4",
+        "data.num_clips=2", "data.shuffle_buffer=3", "data.batches_per_epoch=6", "data.max_failure_rate=0.1"]
+SECONDS_TO_ERROR = 10.0  # the bound every fault here must stop (or be skipped) within
+CHILD_TIMEOUT = 60  # a hang fails the test after this long
+
+CHILD = r"""
+import json, sys, time
+from vjepa_pipeline.config import load_config
+from vjepa_pipeline.data.loader import StreamState, build_train_stream, make_dataloader
+
+results = []
+for overrides in json.loads(sys.argv[1]):
+    cfg = load_config(None, overrides).data
+    out = {"batches": 0, "keys": []}
+    t0 = time.monotonic()
+    try:
+        stream = build_train_stream(cfg)
+        state = StreamState(1, max(1, cfg.num_workers), cfg.seed)
+        stream.set_position(0)
+        for batch in make_dataloader(stream):
+            state.update(batch)  # what the trainer does with every batch it trains
+            out["batches"] += 1
+            out["keys"] += batch.keys
+        out["failures"], out["attempts"] = state.failures, state.attempts
+    except Exception as exc:
+        out["error"], out["type"] = str(exc), type(exc).__name__
+    out["seconds"] = time.monotonic() - t0
+    results.append(out)
+print(json.dumps(results))
+"""
+
+
+def run_loader(*runs: list[str]) -> list[dict]:
+    """One result per run (a list of config overrides), all in one child process. On a timeout the
+    child's whole process group goes (a DataLoader worker spinning in a dead loop outlives its parent)."""
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, json.dumps([[*DATA, *r] for r in runs])],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail(f"the loader did not stop within {CHILD_TIMEOUT} s (a hang)")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by a child that exited
+    assert proc.returncode == 0, stderr[-3000:]
+    results = json.loads(stdout.strip().splitlines()[-1])
+    print(json.dumps([{k: v for k, v in r.items() if k != "keys"} for r in results]))  # shown on failure
+    return results
+
+
+def expect_loader_error(out: dict) -> str:
+    assert out.get("type") == "LoaderError", out
+    assert "\n" not in out["error"], out["error"]  # one line, also when it comes from a worker
+    assert out["seconds"] < SECONDS_TO_ERROR, out
+    return out["error"]
+
+
+# ---- shards made by hand (no builder, no re-encoding) ------------------------------------------
+@pytest.fixture(scope="module")
+def videos(generated_clips) -> list[bytes]:
+    """Six real 32-frame mp4 videos (64 px, 16 fps)."""
+    return [p.read_bytes() for p in sorted(generated_clips.rglob("*.mp4"))]
+
+
+def member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+def write_shard(path: Path, samples: list[tuple[str, bytes | None]], bad_meta: bool = False) -> None:
+    """A WebDataset shard: per sample ``<key>.mp4`` (unless None), ``<key>.json``, ``<key>.cls``;
+    with ``bad_meta`` the metadata of samples whose key starts with "meta" is not JSON."""
+    with tarfile.open(path, "w") as tar:
+        for key, mp4 in samples:
+            if mp4 is not None:
+                member(tar, f"{key}.mp4", mp4)
+            meta = json.dumps({"key": key, "num_frames": 32, "fps": 16.0}).encode()
+            member(tar, f"{key}.json", b"{not json" if bad_meta and key.startswith("meta") else meta)
+            member(tar, f"{key}.cls", b"0")
+
+
+def write_index(folder: Path, names: list[str], samples: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    index = {"format": "vjepa-shards", "version": 1, "shards": [{"name": n} for n in names],
+             "totals": {"samples": samples}}
+    (folder / "index.json").write_text(json.dumps(index))
+    return folder
+
+
+def lying_tar(good: list[tuple[str, bytes]]) -> bytes:
+    """A tar with good samples, then a member whose header declares 100 GB followed by 4 KiB."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for key, mp4 in good:
+            member(tar, f"{key}.mp4", mp4)
+            member(tar, f"{key}.json", json.dumps({"key": key, "num_frames": 32, "fps": 16.0}).encode())
+        end = tar.offset  # before the end-of-archive blocks
+    liar = tarfile.TarInfo("huge.bin")
+    liar.size = 100 * 2**30
+    return buf.getvalue()[:end] + liar.tobuf(tarfile.GNU_FORMAT) + bytes(4096)
+
+
+# ---- item 1: no hang ---------------------------------------------------------------------------
+def test_index_listing_missing_shards_stops_within_seconds(tmp_path):
+    folder = write_index(tmp_path / "missing", ["shard-000000.tar", "shard-000001.tar"], 12)
+    [out] = run_loader([f"data.path={folder}", "data.num_workers=0"])
+    error = expect_loader_error(out)
+    assert "no sample could be read from any of this reader's 2 shards" in error, error
+    assert "shard-000000.tar (No such file or directory)" in error, error
+
+
+def test_shards_of_random_bytes_stop_within_seconds_from_workers(tmp_path):
+    rng = random.Random(0)
+    names = ["shard-000000.tar", "shard-000001.tar"]
+    folder = write_index(tmp_path / "noise", names, 12)
+    for name in names:
+        (folder / name).write_bytes(rng.randbytes(64 * 1024))
+    [out] = run_loader([f"data.path={folder}", "data.num_workers=2"])
+    error = expect_loader_error(out)
+    assert "no sample could be read from any of this reader's 1 shard (unreadable shard x1)" in error, error
+    assert "in DataLoader worker process" in error, error
+
+
+def test_tar_member_header_declaring_100_gb_is_skipped_at_once_beside_a_good_shard(tmp_path, videos):
+    names = ["shard-000000.tar", "shard-000001.tar"]
+    folder = write_index(tmp_path / "liar", names, 8)
+    write_shard(folder / names[0], [(f"good{i}", v) for i, v in enumerate(videos)])
+    (folder / names[1]).write_bytes(lying_tar([("fine0", videos[0]), ("fine1", videos[1])]))
+    pipes = f"pipe:cat {folder}/shard-{{000000..000001}}.tar"
+    for out in run_loader(*([f"data.path={p}", "data.num_workers=0", "data.max_failure_rate=0.5"]
+                            for p in (folder, pipes))):
+        assert "error" not in out, out
+        assert out["batches"] == 6 and out["seconds"] < SECONDS_TO_ERROR, out
+        assert out["failures"].get("unreadable shard", 0) >= 1, out  # counted, once per pass over it
+        keys = set(out["keys"])
+        assert any(k.startswith("good") for k in keys) and keys <= {f"good{i}" for i in range(6)} | {"fine0", "fine1"}
+
+
+def _groups_within(stream, seconds: float) -> tuple[list[dict], str | None]:
+    """iter_groups over ``stream`` in a thread that must finish within ``seconds``."""
+    result: dict = {}
+
+    def read():
+        groups = []
+        try:
+            for g in iter_groups(stream):  # keeps the groups read before a break
+                groups.append(g)  # noqa: PERF402
+        except TarBroken as exc:
+            result["broken"] = str(exc)
+        result["groups"] = groups
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"the tar reader still spins after {seconds} s"
+    return result["groups"], result.get("broken")
+
+
+def test_tar_reader_breaks_at_once_on_a_lying_header_in_files_and_pipes(tmp_path):
+    data = lying_tar([("a", b"x" * 100), ("b", b"y" * 10)])
+    path = tmp_path / "liar.tar"
+    path.write_bytes(data)
+    t0 = time.monotonic()
+    with open(path, "rb") as fh:  # a local file: the declared size is checked against the file
+        groups, broken = _groups_within(fh, 5)
+    assert [g["key"] for g in groups] == ["a", "b", "huge"] and "declares 107374182400 bytes" in broken, broken
+    proc = subprocess.Popen(["cat", str(path)], stdout=subprocess.PIPE)  # a pipe: reads past the end stop
+    try:
+        groups, broken = _groups_within(proc.stdout, 5)
+    finally:
+        proc.stdout.close()
+        proc.wait()
+    assert [g["key"] for g in groups] == ["a", "b", "huge"] and "ends inside a member" in broken, broken
+    assert time.monotonic() - t0 < 5
+
+
+# ---- item 2: the failure-rate limit holds ------------------------------------------------------
+def test_mostly_broken_shards_stop_with_the_rate_named_with_0_and_2_workers(tmp_path, videos):
+    """4 shards: 6 good videos, 6 samples with unreadable metadata and 60 without video (at 2
+    workers each reads one shard of each kind). Before the fix, samples lost before decoding were
+    counted but never judged, and the run trained on the good videos."""
+    names = [f"shard-{i:06d}.tar" for i in range(4)]
+    folder = write_index(tmp_path / "mostly_broken", names, 72)
+    for n in range(2):
+        write_shard(folder / names[n], [(f"good{n}_{i}", v) for i, v in enumerate(videos[3 * n: 3 * n + 3])]
+                    + [(f"meta{n}_{i}", videos[i]) for i in range(3)], bad_meta=True)
+        write_shard(folder / names[2 + n], [(f"gone{n}_{i}", None) for i in range(30)])
+    in_process, in_workers = run_loader(*([f"data.path={folder}", f"data.num_workers={w}"] for w in (0, 2)))
+    for out in (in_process, in_workers):
+        error = expect_loader_error(out)
+        assert "samples failed" in error and "above data.max_failure_rate=0.1" in error, error
+        assert "incomplete sample x" in error and "bad metadata x" in error, error
+    assert "in DataLoader worker process" in in_workers["error"]
+
+
+def test_rate_is_judged_over_all_workers_of_the_rank(tmp_path, videos):
+    """Each worker alone stays under the minimum number of attempts (50) for judging a rate, the
+    rank as a whole does not: 6 good videos and 24 junk ones on each worker's shard."""
+    names = ["shard-000000.tar", "shard-000001.tar"]
+    folder = write_index(tmp_path / "spread", names, 60)
+    for n, name in enumerate(names):  # 4 junk videos before each good one
+        write_shard(folder / name, [s for i, v in enumerate(videos) for s in
+                                    [*((f"junk{n}_{i}_{j}", b"junk" * 100) for j in range(4)), (f"good{n}_{i}", v)]])
+    [out] = run_loader([f"data.path={folder}", "data.num_workers=2"])
+    error = expect_loader_error(out)
+    assert "on this rank, all its workers together" in error and "above data.max_failure_rate=0.1" in error
+    assert "decode:" in error, error
+
+
+def test_a_stream_that_decodes_nothing_stops_even_with_a_limit_of_1(tmp_path):
+    """data.max_failure_rate=1 cannot be exceeded; a stream where every video fails to decode
+    stops anyway instead of retrying its shards forever."""
+    folder = write_index(tmp_path / "all_junk", ["shard-000000.tar"], 10)
+    write_shard(folder / "shard-000000.tar", [(f"junk{i}", b"junk" * 100) for i in range(10)])
+    [out] = run_loader([f"data.path={folder}", "data.num_workers=0", "data.max_failure_rate=1.0"])
+    error = expect_loader_error(out)
+    assert "50 of 50 samples failed (100%, none usable, with data.max_failure_rate=1.0)" in error, error
