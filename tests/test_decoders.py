@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vjepa_pipeline.data import decoders as D
-from vjepa_pipeline.data.decoders import (
+from vjepa_pipeline.shards import decoders as D
+from vjepa_pipeline.shards.decoders import (
     REASONS,
     DecodeError,
     DecoderUnavailable,

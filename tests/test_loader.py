@@ -202,8 +202,9 @@ def test_every_failure_path_is_counted(tmp_path, shard_dir):
     bad = tmp_path / "bad"
     shutil.copytree(shard_dir, bad)
     tars = sorted(bad.glob("*.tar"))
-    data = tars[0].read_bytes()
-    tars[0].write_bytes(data[: len(data) // 2])  # truncated mid-video
+    with tarfile.open(tars[0]) as tar:
+        video = [m for m in tar.getmembers() if m.name.endswith(".mp4")][-1]
+    tars[0].write_bytes(tars[0].read_bytes()[: video.offset_data + video.size // 2])  # truncated mid-video
 
     def rewrite(path, edit):
         samples = list(iter_shard(path))

@@ -66,7 +66,7 @@ def test_folder_per_class_labels_and_label_map(tmp_path):
     assert a.start is None and a.end is None and a.extra == {}
     assert all(UID_RE.fullmatch(it.uid) for it in found.items)
     assert len({it.uid for it in found.items}) == 5
-    assert found.skipped == [] and found.ignored_files == 0
+    assert found.skipped == [] and found.ignored == []
     assert found.summary() == "5 videos, 3 classes, 0 skipped"
 
 
@@ -120,7 +120,11 @@ def test_other_extensions_are_counted_and_hidden_entries_ignored(tmp_path):
            ".hidden.mp4", "a/.also_hidden.mkv", ".git/objects/x.mp4", ".cache/c/y.mp4", "b/.DS_Store")
     found = discover(tmp_path)
     assert sorted(it.rel for it in found.items) == ["a/v.mp4", "b/w.mp4"]
-    assert found.ignored_files == 4  # notes.txt, v.srt, thumb.jpg, readme.md; hidden files are not counted
+    assert sorted(found.ignored, key=lambda i: i["path"]) == [  # each with its reason; hidden files are not
+        {"path": "a/notes.txt", "reason": "not a video file extension (.txt)"},
+        {"path": "a/v.srt", "reason": "not a video file extension (.srt)"},
+        {"path": "b/thumb.jpg", "reason": "not a video file extension (.jpg)"},
+        {"path": "readme.md", "reason": "not a video file extension (.md)"}]
     assert found.labelled and found.label_map == {"a": 0, "b": 1}  # ".git"/".cache" are not classes
     assert found.skipped == []
     assert found.summary().endswith("4 other files ignored")
@@ -130,8 +134,9 @@ def test_custom_extensions(tmp_path):
     _touch(tmp_path, "a.mp4", "b.MOV", "c.y4m")
     found = discover(tmp_path, extensions=["y4m", ".mov"])
     assert sorted(it.rel for it in found.items) == ["b.MOV", "c.y4m"]
-    assert found.ignored_files == 1
-    assert {e.lstrip(".") for e in VIDEO_EXTENSIONS} >= {"mp4", "mkv", "webm", "ts", "ogv"}
+    assert [i["path"] for i in found.ignored] == ["a.mp4"]
+    assert {e.lstrip(".") for e in VIDEO_EXTENSIONS} >= {"mp4", "mkv", "webm", "ts", "ogv", "asf", "rmvb", "dv",
+                                                         "mts", "m2ts", "vob", "mxf"}
 
 
 def test_unicode_and_spaces_in_directory_names(tmp_path):

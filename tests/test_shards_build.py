@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def test_parallel_workers_give_the_same_shards(generated_clips, tmp_path):
 
 def test_target_shard_size_sets_samples_per_shard(generated_clips, tmp_path):
     whole = build(generated_clips, tmp_path / "probe", short_side=32, samples_per_shard=6)
-    mean = whole["shards"][0]["bytes"] / 6  # includes tar headers and padding
+    with tarfile.open(tmp_path / "probe" / whole["shards"][0]["name"]) as tar:  # members with their headers and padding
+        mean = sum(512 + -(-m.size // 512) * 512 for m in tar.getmembers()) / 6
     index = build(generated_clips, tmp_path / "sized", short_side=32, target_shard_mb=3.2 * mean / 2**20)
     assert index["samples_per_shard"] == 3
     counts = [s["samples"] for s in index["shards"]]

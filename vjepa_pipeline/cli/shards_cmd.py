@@ -73,6 +73,9 @@ def register(sub) -> None:
     i.add_argument("--sheet", type=Path, help="contact sheet path (default <shard_dir>/contact_sheet.png)")
     i.add_argument("--sheet-samples", type=int, default=12, help="samples shown on the contact sheet")
     i.add_argument("--no-decode", action="store_true", help="skip decoding every video (faster)")
+    i.add_argument("--decoder", choices=("decord", "torchcodec", "pyav"), default="decord",
+                   help="the decoder your training loader uses (data.decoder); every video is also read "
+                        "with it, since PyAV reading a file does not mean it does (default decord)")
     i.set_defaults(run=run_inspect)
 
 
@@ -123,7 +126,7 @@ def run_build(args) -> int:
 
 def print_summary(index: dict) -> None:
     t = index["totals"]
-    print(f"{t['samples']} samples from {t['videos'] - t['skipped']} of {t['videos']} videos "
+    print(f"{t['samples']} samples from {t.get('sharded', t['videos'] - t['skipped'])} of {t['videos']} videos "
           f"({t['hours']:.3f} h, {t['frames']} frames) in {len(index['shards'])} shards of "
           f"{index['samples_per_shard']}; {len(index['label_map'])} labels")
     if index["skipped"]:
@@ -135,6 +138,14 @@ def print_summary(index: dict) -> None:
             print(f"  {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s.get("detail") else ""))
         if len(index["skipped"]) > 10:
             print(f"  ... {len(index['skipped']) - 10} more in index.json")
+    ignored = index.get("ignored") or []
+    if ignored:
+        exts: dict[str, int] = {}
+        for entry in ignored:
+            ext = entry["reason"].rpartition("(")[2].rstrip(")")
+            exts[ext] = exts.get(ext, 0) + 1
+        print(f"ignored {len(ignored)} other files (not video extensions): "
+              + ", ".join(f"{e} x{n}" for e, n in sorted(exts.items())) + "; listed in index.json")
 
 
 def run_inspect(args) -> int:
@@ -144,7 +155,7 @@ def run_inspect(args) -> int:
     try:
         report = inspect_shards(args.shard_dir, decode=not args.no_decode,
                                 sheet_path=args.sheet or args.shard_dir / "contact_sheet.png",
-                                sheet_samples=args.sheet_samples)
+                                sheet_samples=args.sheet_samples, decoder=args.decoder)
     except InspectError as exc:
         raise UsageError(str(exc)) from None
     print(report.render())

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from .augment import eval_views
-from .decoders import DecodeError, get_decoder
+from ..shards.decoders import DecodeError, get_decoder
 from .sampling import ClipSpec, sample_eval_clips, union_indices
 from .sources import expand_urls, file_list_items, file_samples, tar_samples
 

@@ -30,7 +30,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from ..utils.seeds import mix_seed
 from .augment import train_augment
 from .batch import ClipBatch, StreamPosition
-from .decoders import DecodeError, get_decoder
+from ..shards.decoders import DecodeError, get_decoder
 from .sampling import ClipSpec, sample_train_clips, union_indices
 from .sources import (LoaderError, cycle_samples, file_list_items, file_samples, shuffle_buffer, split_for,
                       tar_samples)

@@ -45,7 +45,7 @@ def plot_feature_pca(path: Path, encoder, shard_dir: Path, cfg, clips: int = 4) 
     to the frames: parts that move together get the same colour in a good encoder."""
     from PIL import Image
 
-    from ..data.decoders import get_decoder
+    from ..shards.decoders import get_decoder
     from ..models.inputs import normalize_clips
     from ..shards.format import iter_shard
 

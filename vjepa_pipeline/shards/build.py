@@ -40,7 +40,7 @@ from .format import (INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardFormatError, 
                      stats_name)
 from .items import SourceList
 from .media import (EncodeSettings, EnvironmentalError, MediaError, VideoInfo, encode_clip, environmental,
-                    environmental_text, probe)
+                    environmental_text, loader_problem, probe)
 from .sources import discover
 from .tario import ShardSample, write_shard
 
@@ -127,15 +127,21 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
             dst = unit_dir / f"{key}.mp4"
             tmp = unit_dir / f".{key}.tmp.mp4"
             whole = s <= 0 and e >= info.duration
-            if opts.reencode:
-                out = encode_clip(item["path"], str(tmp), info, settings, None if whole else s,
-                                  None if whole else e)
-            else:
+            fallback = None
+            if not opts.reencode:
                 shutil.copyfile(item["path"], tmp)
                 out = info
+                # a source the loader's decoder cannot read is re-encoded rather than shipped broken
+                fallback = loader_problem(tmp, info.num_frames)
+            if opts.reencode or fallback:
+                out = encode_readable(item["path"], tmp, info, settings, None if whole else s, None if whole else e)
+                check_frames(info, out, s, e)
             os.replace(tmp, dst)
+            meta = sample_meta(item, info, out, opts, s, e, key, encoded=opts.reencode or bool(fallback))
+            if fallback:
+                meta["passthrough_fallback"] = fallback
             record["samples"].append({"key": key, "file": str(dst.relative_to(work_dir)), "label": item["label"],
-                                      "meta": sample_meta(item, info, out, opts, s, e, key)})
+                                      "meta": meta})
             record["seconds"] += out.duration
     except MediaError as exc:  # a verdict about the input: recorded, never retried
         shutil.rmtree(unit_dir, ignore_errors=True)
@@ -185,16 +191,58 @@ def environmental_message(failures: list[dict], not_started: int = 0) -> str:
             f"command to retry them")
 
 
-def sample_meta(item: dict, src: VideoInfo, out: VideoInfo, opts, start: float, end: float, key: str) -> dict:
-    gop = max(1, round(out.fps * opts.gop_seconds)) if opts.reencode else None
+def encode_readable(src: str, tmp: Path, info: VideoInfo, settings, start: float | None,
+                    end: float | None) -> VideoInfo:
+    """encode_clip, then make sure the loader's decoder reads the result: decord misreads some
+    frame widths (48 px among them), so a clip it cannot read is encoded again up to 6 px wider
+    (a small stretch on a tiny video) before the input is given up as unreadable."""
+    out = encode_clip(src, str(tmp), info, settings, start, end)
+    problem = loader_problem(tmp, out.num_frames, whole=False)
+    width, height = out.width, out.height
+    for extra in (2, 4, 6):
+        if problem is None:
+            return out
+        out = encode_clip(src, str(tmp), info, settings, start, end, size=(width + extra, height))
+        problem = loader_problem(tmp, out.num_frames, whole=False)
+    if problem is not None:
+        raise MediaError("unreadable by the loader's decoder", problem)
+    return out
+
+
+FRAME_TOLERANCE = 0.1  # an encoded clip may miss this share of its expected frames (rounding at cuts)
+
+
+def expected_frames(src: VideoInfo, out_fps: float, start: float, end: float) -> float:
+    """Frames a clip of [start, end) should hold at ``out_fps``, from the source's counted frames."""
+    share = min(1.0, max(0.0, end - start) / src.duration) if src.duration > 0 else 1.0
+    return src.num_frames * share * out_fps / src.fps
+
+
+def check_frames(src: VideoInfo, out: VideoInfo, start: float, end: float) -> None:
+    """Compare an encoded clip's frame count with what the source holds for that range; a clip that
+    lost frames (timestamps that reset mid-file, a broken cut) is a verdict about the input."""
+    expected = expected_frames(src, out.fps, start, min(end, src.duration))
+    if out.num_frames < (1 - FRAME_TOLERANCE) * expected - 2:
+        raise MediaError("frames lost in re-encode",
+                         f"{out.num_frames} of ~{expected:.0f} frames for {start:.2f}-{end:.2f} s "
+                         "(timestamps that jump or reset?)")
+
+
+def sample_meta(item: dict, src: VideoInfo, out: VideoInfo, opts, start: float, end: float, key: str,
+                encoded: bool = True) -> dict:
+    gop = max(1, round(out.fps * opts.gop_seconds)) if encoded else None
     return {
         "key": key, "source": item["rel"], "clip_start": round(start, 6), "clip_end": round(end, 6),
         "fps": out.fps, "num_frames": out.num_frames, "width": out.width, "height": out.height,
         "duration": out.duration, "label": item["label"], "label_name": item["label_name"],
         "keyframe_interval": gop,
-        "encoder": settings_of(opts).to_dict() if opts.reencode else "passthrough",
+        "encoder": settings_of(opts).to_dict() if encoded else "passthrough",
+        "frames_expected": round(expected_frames(src, out.fps, start, min(end, src.duration)), 1),
+        "decoder_errors": out.decoder_errors,
         "source_video": {"width": src.width, "height": src.height, "fps": src.fps, "codec": src.codec,
-                         "num_frames": src.num_frames, "duration": src.duration},
+                         "num_frames": src.num_frames, "duration": src.duration, "rotation": src.rotation,
+                         "sar": round(src.sar, 6), "interlaced": src.interlaced,
+                         "variable_rate": src.variable_rate, "timestamps_reset": src.timestamps_reset},
         "extra": item.get("extra") or {},
     }
 
@@ -296,7 +344,7 @@ class ShardBuilder:
         found: SourceList = discover(self.source, labels=self.opts.labels, seed=self.opts.seed,
                                      labelled=self.opts.labelled)
         plan = {"fingerprint": self.fingerprint, "settings": self.settings, "label_map": found.label_map,
-                "skipped": found.skipped, "items": [asdict(i) for i in found.items]}
+                "skipped": found.skipped, "ignored": found.ignored, "items": [asdict(i) for i in found.items]}
         with _environment_guard("writing the build plan"):
             _write_json(path, plan)
         return plan
@@ -394,8 +442,10 @@ class ShardBuilder:
             "format": INDEX_FORMAT, "version": INDEX_VERSION, "fingerprint": self.fingerprint,
             "shards": [{k: s[k] for k in ("name", "samples", "bytes", "sha256")} for s in shards],
             "samples_per_shard": layout["samples_per_shard"],
-            "totals": totals(samples, len(plan["items"]), len(skipped)),
+            "totals": totals(samples, len(plan["items"]) + len(plan["skipped"]), len(skipped),
+                             sum(1 for it in plan["items"] if done[it["uid"]]["samples"])),
             "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
+            "ignored": plan.get("ignored", []),
         }
         remove_stale_temporaries(self.out, INDEX_NAME)
         with _environment_guard(f"writing {INDEX_NAME}"):
@@ -514,9 +564,12 @@ def shard_stats(name: str, members: list[dict], path: Path) -> dict:
             "keys": [s["key"] for s in members]}
 
 
-def totals(samples: list[dict], videos: int, skipped: int) -> dict:
+def totals(samples: list[dict], videos: int, skipped: int, sharded: int) -> dict:
+    """``videos``: every input considered (rejected at discovery included); ``sharded``: those that
+    gave at least one sample; ``skipped``: entries of the skip list."""
     seconds = sum(s["meta"]["duration"] for s in samples)
-    return {"samples": len(samples), "videos": videos, "skipped": skipped, "seconds": round(seconds, 3),
+    return {"samples": len(samples), "videos": videos, "sharded": sharded, "skipped": skipped,
+            "seconds": round(seconds, 3),
             "hours": round(seconds / 3600, 4), "frames": sum(s["meta"]["num_frames"] for s in samples)}
 
 

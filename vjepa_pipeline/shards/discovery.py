@@ -27,9 +27,9 @@ def _is_utf8(s: str) -> bool:
 def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
     """Sorted depth-first walk.
 
-    Returns ([(rel parts, abs path, stat result or skip reason)], count of ignored files)."""
+    Returns ([(rel parts, abs path, stat result or skip reason)], [ignored files: path, reason])."""
     videos: list[tuple[tuple[str, ...], str, Any]] = []
-    ignored = 0
+    ignored: list[dict] = []
     st = os.stat(root)
     visited = {(st.st_dev, st.st_ino)}
     stack: list[tuple[str, tuple[str, ...]]] = [(root, ())]
@@ -66,7 +66,9 @@ def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
                 subdirs.append((entry.path, parts + (entry.name,)))
                 continue
             if not has_ext(entry.name, exts):
-                ignored += 1
+                ext = os.path.splitext(entry.name)[1].lower() or "no extension"
+                ignored.append({"path": _printable("/".join(parts + (entry.name,))),
+                                "reason": f"not a video file extension ({ext})"})
                 continue
             try:
                 is_file = entry.is_file()
@@ -88,8 +90,9 @@ def discover_directory(root: str, exts, label_map, labelled, seed) -> SourceList
     skipped: list[dict] = []
     videos, ignored = _walk(root, exts, skipped)
     if not videos:
+        n = len(ignored)
         raise SourceError(f"no videos found under {root} (searched {', '.join(exts)}; "
-                          f"{ignored} other file{'s' if ignored != 1 else ''} ignored)")
+                          f"{n} other file{'s' if n != 1 else ''} ignored)")
     if labelled is None:
         labelled = {len(parts) for parts, _, _ in videos} == {2}
     if labelled and label_map is None:  # ids from every class folder holding a video file, readable or not
@@ -122,4 +125,4 @@ def discover_directory(root: str, exts, label_map, labelled, seed) -> SourceList
         raise SourceError(f"no usable videos under {root}: {len(videos)} found, "
                           f"all skipped ({first_skip(skipped)})")
     return SourceList(items=order_items(items, seed, skipped), label_map=label_map, skipped=skipped,
-                      ignored_files=ignored, labelled=bool(labelled), kind="directory", source=root)
+                      ignored=ignored, labelled=bool(labelled), kind="directory", source=root)

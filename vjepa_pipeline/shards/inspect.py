@@ -11,7 +11,8 @@ Checks:
   no stray members, no key twice (within or across shards); sample count per shard as indexed;
 - metadata: required fields present and well-typed, json ``key`` = member key, ``.cls`` = ``label``,
   ``label`` / ``label_name`` agree with ``label_map``; the shard's ``.stats.json`` (if present) agrees;
-- with ``decode=True`` every video decodes from memory to ``num_frames`` frames of ``width x height``;
+- with ``decode=True`` every video decodes from memory to ``num_frames`` frames of ``width x height``,
+  and the loader's decoder (decord unless told otherwise) reads its first, middle and last frame;
 - totals recomputed from the shards equal ``index["totals"]`` (samples, frames, seconds to 1e-3).
 """
 
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..utils.atomic import atomic_path
+from .decoders import DEFAULT_DECODER, DecodeError, DecoderUnavailable, get_decoder
 from .format import (REQUIRED_FIELDS, SAMPLE_SUFFIXES, ShardFormatError, TarBroken, iter_groups, read_index,
                      stats_name)
 
@@ -180,8 +182,9 @@ def _sheet_indices(num_frames: int) -> list[int]:
 
 # ---- the inspection --------------------------------------------------------------------------
 class _Inspector:
-    def __init__(self, shard_dir: Path, index: dict, decode: bool, picks: set[int]):
+    def __init__(self, shard_dir: Path, index: dict, decode: bool, picks: set[int], loader_decoder=None):
         self.dir, self.index, self.decode, self.picks = shard_dir, index, decode, picks
+        self.loader_decoder = loader_decoder  # the backend the training loader will use, or None
         self.problems: list[str] = []
         self.seen_keys: dict[str, str] = {}
         self.ordinal = 0  # global sample position, in index order
@@ -329,6 +332,11 @@ class _Inspector:
                 bad(f"{where}: video is {size[0]}x{size[1]} but .json says {meta['width']}x{meta['height']}")
         elif self.decode and count == 0:
             bad(f"{where}: video has no decodable frames")
+        if self.decode and self.loader_decoder is not None and count > 0:
+            try:  # PyAV reading a file does not mean the loader's decoder does (decord and 48 px widths)
+                self.loader_decoder.decode(mp4, [0, count // 2, count - 1], count)
+            except DecodeError as exc:
+                bad(f"{where}: the loader's decoder cannot read it ({str(exc)[:160]})")
         if picked and thumbs:
             label = meta["label_name"] if meta["label_name"] is not None else (
                 UNLABELLED if meta["label"] is None else str(meta["label"]))
@@ -425,13 +433,19 @@ def _pick_samples(index: dict, k: int) -> set[int]:
 
 
 def inspect_shards(shard_dir: str | os.PathLike, decode: bool = True,
-                   sheet_path: str | os.PathLike | None = None, sheet_samples: int = 12) -> InspectReport:
+                   sheet_path: str | os.PathLike | None = None, sheet_samples: int = 12,
+                   decoder: str = DEFAULT_DECODER) -> InspectReport:
     """Validate the shard folder and return the report (see the module docstring for the checks).
     ``sheet_path`` set: write a contact sheet PNG of ``sheet_samples`` samples spread over the
-    shards (one row each, SHEET_FRAMES frames evenly spaced in time)."""
+    shards (one row each, SHEET_FRAMES frames evenly spaced in time). With ``decode``, every video
+    is also read by ``decoder`` (the loader's ``data.decoder``) when it is installed."""
     d, index = load_index(shard_dir)
     picks = _pick_samples(index, sheet_samples) if sheet_path is not None else set()
-    insp = _Inspector(d, index, decode, picks)
+    try:
+        backend = get_decoder(decoder) if decode else None
+    except DecoderUnavailable:
+        backend = None
+    insp = _Inspector(d, index, decode, picks, backend)
     listed: set[str] = set()
     for entry in index["shards"]:
         insp.shard(entry, listed)

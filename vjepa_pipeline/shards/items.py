@@ -46,7 +46,8 @@ class SourceList:
     # {"path": str, "reason": str[, "detail": str]}: reason is short enough to group by (details such
     # as the manifest line go to "detail"); manifests in file order, directories in walk order
     skipped: list[dict]
-    ignored_files: int = 0  # directory mode: non-hidden files whose extension is not a video extension
+    # directory mode: non-hidden files whose extension is not a video extension ({"path", "reason"})
+    ignored: list[dict] = field(default_factory=list)
     labelled: bool = False
     kind: str = "directory"  # "directory" | "vjepa_csv" | "csv" | "jsonl" | "json"
     source: str = ""  # absolute path of the directory or manifest
@@ -63,8 +64,8 @@ class SourceList:
             parts.append(f"{clips} clip ranges")
         parts.append(f"{len(self.label_map)} classes" if self.labelled else "unlabelled")
         parts.append(f"{len(self.skipped)} skipped")
-        if self.ignored_files:
-            parts.append(f"{self.ignored_files} other files ignored")
+        if self.ignored:
+            parts.append(f"{len(self.ignored)} other files ignored")
         return ", ".join(parts)
 
 

@@ -313,4 +313,4 @@ def discover_manifest(path: str, exts, label_map, labelled, seed) -> SourceList:
         detail = f"{total} rows, all skipped ({first_skip(skipped)})" if total else "no rows"
         raise SourceError(f"manifest {path} has no usable rows: {detail}")
     return SourceList(items=order_items(items, seed, skipped), label_map=label_map, skipped=skipped,
-                      ignored_files=0, labelled=bool(labelled), kind=kind, source=path)
+                      labelled=bool(labelled), kind=kind, source=path)

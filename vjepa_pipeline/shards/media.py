@@ -15,15 +15,24 @@ Failures come in two kinds, and a build treats them differently:
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import math
 import os
 import signal
 import subprocess
+from array import array
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 MIN_SIDE, MAX_SIDE = 16, 16384  # outside this a "video" is corrupt metadata or not worth training on
+# Containers with a frame index, where an input seek lands exactly; elsewhere (MPEG program and
+# transport streams, AVI, ASF, raw streams, ...) clips are cut with a pre-roll
+EXACT_SEEK_FORMATS = frozenset({"mov,mp4,m4a,3gp,3g2,mj2", "matroska,webm"})
+NO_PTS = -(2**63)  # a packet without a presentation timestamp
+PREROLL_SECONDS = 1.0  # decoded and discarded before a clip's start (exact cuts; see encode_command)
+# Decoder error lines tolerated per clip: this share of its (and its pre-roll's) frames, at least this many
+ERROR_SHARE, MIN_ERROR_BUDGET = 0.02, 4
 
 
 class MediaError(Exception):
@@ -84,15 +93,28 @@ def environmental(exc: BaseException, ours: bool = True) -> EnvironmentalError |
 
 @dataclass(frozen=True)
 class VideoInfo:
-    width: int
+    width: int  # coded size, before rotation and pixel aspect
     height: int
-    fps: float
-    duration: float  # seconds
+    fps: float  # the true mean rate: frames over their timestamp span for variable-rate video
+    duration: float  # seconds: the span of the frames' timestamps where known, else the header's
     num_frames: int  # counted from the demuxed packets, not trusted from the header
     codec: str
+    rotation: int = 0  # display rotation, degrees counter-clockwise (0, 90, 180, 270)
+    sar: float = 1.0  # sample (pixel) aspect ratio, width / height of one pixel
+    interlaced: bool = False  # field-coded frames: deinterlaced when re-encoded
+    variable_rate: bool = False  # frame intervals differ: re-encoded to a constant rate
+    decoder_errors: int = 0  # an encoded clip: decoder error lines while reading its source range
+    timestamps_reset: bool = False  # timestamps jump back mid-file: cut by decoding from the start
+    exact_seek: bool = True  # the container has a frame index (MP4, Matroska): input seeks are exact
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """(width, height) as a player shows it: pixel aspect applied, then the rotation."""
+        w, h = round(self.width * self.sar), self.height
+        return (h, w) if self.rotation % 180 == 90 else (w, h)
 
 
 def ffmpeg_exe() -> str:
@@ -132,30 +154,122 @@ def probe(path: str | os.PathLike, count_frames: bool = True) -> VideoInfo:
         width, height = int(ctx.width or 0), int(ctx.height or 0)
         if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
             raise MediaError("absurd dimensions", f"{width}x{height}")
-        rate = stream.average_rate or stream.guessed_rate
-        fps = float(rate) if rate else 0.0
-        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
-            raise MediaError("zero or invalid fps", f"{fps}")
-        frames = 0
+        # the first plausible of the container's rates (DV's average rate can read 60000)
+        rates = [float(r) for r in (stream.average_rate, stream.guessed_rate, getattr(stream, "base_rate", None)) if r]
+        fps = next((r for r in rates if math.isfinite(r) and 0 < r <= 1000), 0.0)
+        if fps == 0.0:
+            raise MediaError("zero or invalid fps", ", ".join(f"{r:g}" for r in rates) or "none declared")
+        sar = _aspect(stream.sample_aspect_ratio) or _aspect(ctx.sample_aspect_ratio) or 1.0
+        frames, timing = 0, None
         if count_frames:
+            pts, durations = array("q"), array("q")
+            looks = _FirstFrames()
             try:
-                frames = sum(1 for packet in container.demux(stream) if packet.size > 0)
+                for packet in container.demux(stream):
+                    if packet.size > 0:
+                        pts.append(NO_PTS if packet.pts is None else packet.pts)
+                        durations.append(packet.duration or 0)
+                        looks.feed(packet)
             except av.error.FFmpegError as exc:
                 _raise_if_environmental(exc)
                 raise MediaError("corrupt stream", str(exc)[:160]) from None
+            frames = len(pts)
             if frames == 0:
                 raise MediaError("no video frames")
+            timing = _timing(pts, durations, stream.time_base)
         if stream.duration is not None and stream.time_base is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
             duration = container.duration / 1_000_000
         else:
             duration = frames / fps
-        if count_frames:
-            _check_complete(frames, int(stream.frames or 0), duration, fps)
+        span, variable, step = timing if timing is not None else (None, False, None)
+        if span is not None:
+            _check_complete(frames, span, duration, fps)
+            duration = span  # what is there to read: headers may be estimates (MPEG-1 bitrate guesses)
+            # the container's rate is a guess for variable-rate files, and a default for elementary
+            # streams (25 for an MPEG-1 .m1v whatever its header says): the frames' own rate wins
+            if variable:
+                fps = frames / span
+            elif abs(1 / step - fps) > 0.05 * fps:
+                fps = 1 / step
+        elif timing is not None:  # timestamps reset mid-file: only the frame count tells the length
+            duration = frames / fps
+        elif count_frames:  # no timestamps: the header's duration, checked against the frame count
+            _check_complete(frames, None, duration, fps)
             if duration <= 0 or not math.isfinite(duration):
                 duration = frames / fps
-        return VideoInfo(width, height, fps, duration, frames, ctx.name or "unknown")
+        name = ctx.name or "unknown"
+        exact = container.format.name in EXACT_SEEK_FORMATS
+    rotation, interlaced = (looks.rotation, looks.interlaced) if count_frames else (0, False)
+    return VideoInfo(width, height, fps, duration, frames, name, rotation, sar, interlaced, variable,
+                     timestamps_reset=timing is not None and span is None, exact_seek=exact)
+
+
+def _aspect(ratio) -> float | None:
+    """A valid sample aspect ratio as a float, or None (unset: 0/1, 0/0, absurd)."""
+    try:
+        value = float(ratio) if ratio is not None and ratio.denominator else 0.0
+    except (ZeroDivisionError, AttributeError, TypeError):
+        return None
+    return value if 0.1 <= value <= 10 else None
+
+
+def _timing(pts: array, durations: array, time_base) -> tuple[float | None, bool, float | None] | None:
+    """(span in seconds from the first frame's start to the last frame's end, variable frame rate,
+    typical frame interval) from the packets' presentation timestamps in demux order (NO_PTS where
+    a packet has none); None when the stream does not carry them, and (None, False, None) when they
+    reset mid-file. Arrays, not lists: an hour of 60 fps video is 216,000 packets."""
+    import numpy as np
+
+    t = np.frombuffer(pts, dtype=np.int64)
+    known = t != NO_PTS
+    if time_base is None or known.sum() < max(2, 0.9 * len(t)):
+        return None
+    tb = float(time_base)
+    t, d = t[known], np.frombuffer(durations, dtype=np.int64)[known]
+    # timestamps that jump back by more than a second (concatenated recordings, a camera's counter
+    # reset) tell nothing about the duration: the caller counts frames instead
+    if ((np.maximum.accumulate(t) - t) * tb > 1.0).any():
+        return None, False, None
+    order = np.sort(t)
+    steps = np.diff(order).astype(np.float64) * tb
+    steps = steps[steps > 0]
+    if steps.size == 0:
+        return None
+    typical = float(np.sort(steps)[steps.size // 2])
+    last = int(d[np.flatnonzero(t == order[-1])[-1]])
+    span = float(order[-1] - order[0]) * tb + (last * tb if last > 0 else typical)
+    # variable: a sizeable share of intervals far from the typical one (a dropped frame is not)
+    odd = int((np.abs(steps - typical) > 0.2 * typical).sum())
+    return span, odd > max(2, 0.05 * steps.size), typical
+
+
+class _FirstFrames:
+    """Display rotation and interlacing from the first frames, decoded from the packets the probe
+    demuxes anyway (no second pass over the file). Nothing decodable: (0, False); the encoder and
+    the build's checks judge such files."""
+
+    FRAMES, PACKETS = 3, 24
+
+    def __init__(self) -> None:
+        self.rotation, self.interlaced, self.frames, self.packets = 0, False, 0, 0
+
+    def feed(self, packet) -> None:
+        import av
+
+        if self.frames >= self.FRAMES or self.packets >= self.PACKETS:
+            return
+        self.packets += 1
+        try:
+            for frame in packet.decode():
+                if self.frames == 0:
+                    rotation = int(round(frame.rotation or 0)) % 360
+                    self.rotation = rotation if rotation in (0, 90, 180, 270) else 0
+                self.interlaced |= bool(frame.interlaced_frame)
+                self.frames += 1
+        except (av.error.FFmpegError, ValueError):
+            self.packets = self.PACKETS  # stop trying
 
 
 def _raise_if_environmental(exc: BaseException) -> None:
@@ -165,13 +279,13 @@ def _raise_if_environmental(exc: BaseException) -> None:
         raise env from None
 
 
-def _check_complete(counted: int, declared: int, duration: float, fps: float) -> None:
-    """A file whose packets stop well short of what its header declares is truncated or corrupt
-    (FFmpeg would otherwise silently hand back a shorter video)."""
-    if declared > 0 and counted < 0.98 * declared - 1:
-        raise MediaError("truncated or corrupt", f"{counted} of {declared} declared frames readable")
-    if declared == 0 and math.isfinite(duration) and duration > 0 and counted / fps < 0.9 * duration - 1.0:
-        raise MediaError("truncated or corrupt", f"{counted / fps:.1f} s of {duration:.1f} s readable")
+def _check_complete(counted: int, span: float | None, duration: float, fps: float) -> None:
+    """A file whose frames stop well short of the duration its header declares is truncated or
+    corrupt (FFmpeg would otherwise silently hand back a shorter video). Judged on time covered
+    (the frames' timestamp span), not on a frame count: sparse timestamps are not missing frames."""
+    readable = span if span is not None else counted / fps
+    if math.isfinite(duration) and duration > 0 and readable < 0.9 * duration - 1.0:
+        raise MediaError("truncated or corrupt", f"{readable:.1f} s of {duration:.1f} s readable")
 
 
 @dataclass(frozen=True)
@@ -200,20 +314,37 @@ def output_geometry(width: int, height: int, short_side: int | None) -> tuple[in
 
 
 def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings,
-                   start: float | None = None, end: float | None = None) -> list[str]:
-    """The ffmpeg argument list for one clip (deterministic: one encoder thread, no metadata)."""
-    w, h = output_geometry(info.width, info.height, settings.short_side)
+                   start: float | None = None, end: float | None = None,
+                   size: tuple[int, int] | None = None) -> list[str]:
+    """The ffmpeg argument list for one clip (deterministic: one encoder thread, no metadata).
+
+    The output is what a player shows, in square pixels at a constant rate: ffmpeg applies the
+    display rotation before our filters (so the size is computed from the rotated, aspect-corrected
+    size), interlaced sources are deinterlaced, and variable-rate sources are resampled to their
+    true mean rate."""
+    w, h = size or output_geometry(*info.display_size, settings.short_side)
     fps = settings.fps or info.fps
     gop = max(1, round(fps * settings.gop_seconds))
     cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
-    if start is not None and start > 0:
-        cmd += ["-ss", f"{start:.6f}"]
+    # Containers without a frame index (MPEG program streams, AVI, ...) land input seeks anywhere
+    # near: there a fast input seek goes to PREROLL_SECONDS before the clip, then an exact output
+    # seek decodes the pre-roll and discards it, so the clip starts where it says.
+    start = start or 0.0
+    if info.timestamps_reset:  # a time is ambiguous there: decode from the start
+        coarse = 0.0
+    else:  # an indexed container seeks exactly (as an input seek, FFmpeg decodes from the keyframe before)
+        coarse = start if info.exact_seek else max(0.0, start - PREROLL_SECONDS)
+    if coarse > 0:
+        cmd += ["-ss", f"{coarse:.6f}"]
     cmd += ["-threads", "1", "-i", src]  # one decoder thread: parallelism comes from worker processes
+    if start > coarse:
+        cmd += ["-ss", f"{start - coarse:.6f}"]
     if end is not None:
-        cmd += ["-t", f"{end - (start or 0.0):.6f}"]
-    vf = [f"scale={w}:{h}:flags=area"]
-    if settings.fps:
-        vf.append(f"fps={settings.fps}")
+        cmd += ["-t", f"{end - start:.6f}"]
+    vf = ["bwdif=mode=send_frame:deint=interlaced"] if info.interlaced else []
+    vf.append(f"scale={w}:{h}:flags=area,setsar=1")  # square pixels (scale would keep the aspect in the SAR)
+    if settings.fps or info.variable_rate:
+        vf.append(f"fps={fps:.6g}")
     cmd += [
         "-map", "0:v:0", "-an", "-sn", "-dn", "-map_metadata", "-1", "-vf", ",".join(vf),
         "-c:v", "libx264", "-preset", settings.preset, "-crf", str(settings.crf), "-pix_fmt", "yuv420p",
@@ -225,12 +356,13 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
 
 
 def encode_clip(src: str, dst: str, info: VideoInfo, settings: EncodeSettings, start: float | None = None,
-                end: float | None = None, timeout: float | None = None) -> VideoInfo:
+                end: float | None = None, timeout: float | None = None,
+                size: tuple[int, int] | None = None) -> VideoInfo:
     """Re-encode [start, end) of ``src`` into ``dst`` and return the probed output."""
     span = (end if end is not None else info.duration) - (start or 0.0)
     timeout = timeout if timeout is not None else 120 + 20 * max(span, 0.0)
     try:
-        run = subprocess.run(encode_command(src, dst, info, settings, start, end), stdin=subprocess.DEVNULL,
+        run = subprocess.run(encode_command(src, dst, info, settings, start, end, size), stdin=subprocess.DEVNULL,
                              capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:  # a generous limit (20x the clip's length): the input hangs ffmpeg
         raise MediaError("encode timeout", f"ffmpeg ran over {timeout:.0f} s") from None
@@ -248,14 +380,45 @@ def encode_clip(src: str, dst: str, info: VideoInfo, settings: EncodeSettings, s
         raise MediaError("ffmpeg crashed", f"{_signal_name(-run.returncode)} on this input")
     if run.returncode != 0:
         raise MediaError("ffmpeg failed", (errors or ["(no message)"])[-1][:200])
-    if errors:  # at loglevel error, any output means frames failed to decode
-        raise MediaError("corrupt stream", f"{len(errors)} decoder errors, first: {errors[0][:160]}")
+    # At loglevel error, any output means a frame failed to decode (FFmpeg conceals it). A few are
+    # tolerated and counted - a damaged slice, the leading frames of an open GOP in the pre-roll -
+    # as long as the clip keeps its frames (the build compares the count with the source's).
+    span = (end if end is not None else info.duration) - (start or 0.0) + min(start or 0.0, PREROLL_SECONDS)
+    budget = max(MIN_ERROR_BUDGET, ERROR_SHARE * span * info.fps)
+    if len(errors) > budget:
+        raise MediaError("corrupt stream", f"{len(errors)} decoder errors (tolerated: {budget:.0f}), "
+                                           f"first: {errors[0][:160]}")
     try:
-        return probe(dst)
+        return dataclasses.replace(probe(dst), decoder_errors=len(errors))
     except MediaError as exc:
         if exc.reason in ("empty file", "missing file", "unreadable"):  # our output, gone or unwritten
             raise EnvironmentalError("output lost", f"{exc.reason} after ffmpeg succeeded: {dst}") from None
         raise
+
+
+def loader_problem(path: str | os.PathLike, num_frames: int, decoder: str | None = None,
+                   whole: bool = True) -> str | None:
+    """Why the decoder the loader uses (``data.decoder``, default decord) cannot read this file -
+    its first, middle and last frame, or with ``whole=False`` its first frame only (enough for a
+    clip we encoded: what decord gets wrong there is the frame size) - or None. A decoder that is
+    not installed checks nothing. decord misreads some frame widths (48 px among them) and some
+    containers PyAV reads (edit-list pre-roll, MPEG program streams)."""
+    from .decoders import DEFAULT_DECODER, DecodeError, DecoderUnavailable, get_decoder
+
+    try:
+        backend = get_decoder(decoder or DEFAULT_DECODER)
+    except DecoderUnavailable:
+        return None
+    data = Path(path).read_bytes()
+    n = max(1, num_frames)
+    wanted = [0, n // 2, n - 1] if whole else [0]
+    try:
+        frames = backend.decode(data, wanted, n)
+    except DecodeError as exc:
+        return str(exc)[:200]
+    if frames.shape[0] != len(wanted):
+        return f"{decoder or DEFAULT_DECODER} returned {frames.shape[0]} of {len(wanted)} frames"
+    return None
 
 
 def _signal_name(number: int) -> str:

@@ -36,8 +36,12 @@ from .items import SourceError, SourceList, has_ext
 from .labels import check_label_map, read_label_file
 from .manifests import discover_manifest
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-                    ".ts", ".3gp", ".ogv")
+# Containers that carry video (probing judges the content; a file without a video stream is a listed
+# skip). Other files in a source folder are listed in the index as ignored, with their extension.
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".qt", ".m4v", ".mpg", ".mpeg", ".mpe", ".m1v",
+                    ".m2v", ".mp2", ".vob", ".wmv", ".asf", ".flv", ".f4v", ".ts", ".mts", ".m2ts", ".m2t",
+                    ".tod", ".mod", ".3gp", ".3g2", ".ogv", ".ogm", ".dv", ".dif", ".rm", ".rmvb", ".mxf",
+                    ".divx", ".xvid", ".nut", ".y4m", ".mj2", ".gif")
 
 
 def _normalise_extensions(extensions: Sequence[str]) -> tuple[str, ...]:
