@@ -186,6 +186,10 @@ def load_state_strict(module: nn.Module, sd: StateDict, what: str = "model") -> 
                          f"patch {facts['patch_size']}, tubelet {facts['tubelet_size']}, "
                          f"{facts['pos_embed']} positions; matching sizes: {facts['matching_sizes'] or 'custom'}")
         lines.extend(vjepa21_hints(module, sd))
+        if "action_encoder.weight" in sd and not hasattr(module, "action_encoder"):
+            lines.append("  checkpoint predictor is V-JEPA 2-AC's action-conditioned predictor (action_encoder.*): "
+                         "build models.ac_predictor.ActionConditionedPredictor and load it with "
+                         "checkpoint.ac_layout.load_official_ac_predictor")
         raise CheckpointError("\n".join(lines))
     _check_position_tables(module, tables, what)
     module.load_state_dict(sd, strict=True)

@@ -6,6 +6,7 @@ Tokens are laid out (t, h, w) row-major over a grid (T, H, W): index = t*H*W + h
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -116,15 +117,31 @@ class RotaryTables:
 
     def __init__(self, ids: torch.Tensor, grid: Grid, head_dim: int, dtype: torch.dtype, layout: str = "repeat",
                  rescale_grid: int | None = None):
+        self._build(rope_positions(ids, grid, rescale_grid), head_dim, dtype, layout)
+
+    @classmethod
+    def from_positions(cls, positions: Sequence[torch.Tensor], head_dim: int, dtype: torch.dtype,
+                       layout: str = "repeat") -> RotaryTables:
+        """Tables for explicit per-token (frame, row, column) float positions, each of shape (N,) or
+        (B, N), instead of flat ids on a grid (e.g. tokens that are not grid cells, such as the
+        action-conditioned predictor's action / state tokens). A position of 0 on an axis leaves
+        that axis' dims unrotated, exactly."""
+        if len(positions) != 3:
+            raise ValueError(f"RoPE needs (frame, row, column) positions, got {len(positions)} axes")
+        tables = cls.__new__(cls)
+        tables._build([p.float() for p in positions], head_dim, dtype, layout)
+        return tables
+
+    def _build(self, positions: Sequence[torch.Tensor], head_dim: int, dtype: torch.dtype, layout: str) -> None:
         if layout not in ROPE_LAYOUTS:
             raise ValueError(f"RoPE layout must be one of {ROPE_LAYOUTS}, got {layout!r}")
         axis = rope_axis_dim(head_dim)
         if axis == 0:
             raise ValueError(f"RoPE needs a head dim of at least 6, got {head_dim}")
-        omega = torch.arange(axis // 2, dtype=torch.float32, device=ids.device) / (axis / 2.0)
+        omega = torch.arange(axis // 2, dtype=torch.float32, device=positions[0].device) / (axis / 2.0)
         omega = 1.0 / 10000**omega
         cos, sin = [], []
-        for pos in rope_positions(ids, grid, rescale_grid):
+        for pos in positions:
             angles = pos.unsqueeze(-1) * omega  # (..., N, axis/2)
             c, s = angles.cos(), angles.sin()
             if layout == "repeat":

@@ -47,13 +47,15 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``attn_mask``: optional boolean (N, N) mask, True where a query may attend to a key."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if rope is not None:
             q, k = rope.apply(q), rope.apply(k)
         drop = self.attn_drop if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
 
 
@@ -78,8 +80,9 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None) -> torch.Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x), rope))
+    def forward(self, x: torch.Tensor, rope: RotaryTables | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop_path(self.attn(self.norm1(x), rope, attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
@@ -92,17 +95,18 @@ def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias
 
 def run_blocks(blocks: nn.ModuleList, x: torch.Tensor, rope: RotaryTables | None, use_checkpoint: bool,
                norm: nn.Module, return_layers: Sequence[int] | None = None,
-               layer_norm: Callable[[int], nn.Module] | None = None):
+               layer_norm: Callable[[int], nn.Module] | None = None, attn_mask: torch.Tensor | None = None):
     """Run transformer blocks (optionally with activation checkpointing); return the normed output,
     or the normed outputs of ``return_layers`` (negative indices count from the end).
-    ``layer_norm(i)`` picks the norm of block i's output (default: ``norm`` for every block)."""
+    ``layer_norm(i)`` picks the norm of block i's output (default: ``norm`` for every block).
+    ``attn_mask``: optional boolean (N, N) attention mask shared by all blocks (True = may attend)."""
     wanted = {i % len(blocks) for i in return_layers} if return_layers is not None else set()
     outs = []
     for i, blk in enumerate(blocks):
         if use_checkpoint and torch.is_grad_enabled():
-            x = checkpoint(blk, x, rope, use_reentrant=False)
+            x = checkpoint(blk, x, rope, attn_mask, use_reentrant=False)
         else:
-            x = blk(x, rope)
+            x = blk(x, rope, attn_mask)
         if i in wanted:
             outs.append((layer_norm(i) if layer_norm is not None else norm)(x))
     return outs if return_layers is not None else norm(x)
