@@ -4,10 +4,14 @@ Each objective implements :class:`~vjepa_pipeline.objectives.base.Objective`; th
 trainer (``vjepa pretrain``) and the plain loop (``vjepa objective``) drive any of them the same
 way. To add one: subclass ``Objective``, give it a ``kind``, list it in ``OBJECTIVES`` and in the
 config's ``ObjectiveKind``.
+
+``ActionConditionedObjective`` (V-JEPA 2-AC) is built from modules and consumes trajectory batches;
+it is not in ``OBJECTIVES`` (no config section or trajectory loader selects it yet).
 """
 
 from __future__ import annotations
 
+from .action_conditioned import ActionConditionedObjective
 from .base import Objective, StepOutput
 from .vjepa import VJEPAObjective
 
@@ -23,4 +27,4 @@ def build_objective(cfg, total_steps: int | None = None) -> Objective:
     return OBJECTIVES[kind](cfg, total_steps=total_steps)
 
 
-__all__ = ["OBJECTIVES", "Objective", "StepOutput", "VJEPAObjective", "build_objective"]
+__all__ = ["OBJECTIVES", "ActionConditionedObjective", "Objective", "StepOutput", "VJEPAObjective", "build_objective"]
