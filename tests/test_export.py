@@ -17,6 +17,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from payloads import Payload
+
 from vjepa_pipeline.errors import CheckpointError
 from vjepa_pipeline.checkpoint.export import (
     FORMATS,
@@ -623,18 +625,6 @@ def test_lightning_hyperparameters_are_read_without_unpickling_objects(tmp_path)
     run = write_run(tmp_path, cfg, ckpt)
     export(run, tmp_path / "t.pt")
     assert same_weights(load_part(tmp_path / "t.pt", fresh(cfg, "target_encoder")), target)
-
-
-class Payload:  # a class a checkpoint could smuggle in; loading must never build it
-    built = False
-
-    def __reduce__(self):
-        return (Payload._mark, ())
-
-    @staticmethod
-    def _mark():
-        Payload.built = True
-        return "pwned"
 
 
 def test_pickled_objects_are_refused_and_never_built(tmp_path):

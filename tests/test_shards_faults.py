@@ -358,3 +358,12 @@ def test_unmarked_staging_of_an_older_build_still_resumes(generated_clips, refer
         marker.unlink()
     build(generated_clips, out)
     assert shard_digests(out) == shard_digests(reference) and not (out / ".work").exists()
+
+
+def test_a_source_without_videos_leaves_no_output_folder_behind(tmp_path):
+    src = tmp_path / "notes"
+    src.mkdir()
+    (src / "a.txt").write_text("not a video")
+    with pytest.raises(Exception, match="no videos found"):
+        build(src, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from payloads import Payload
+
 from vjepa_pipeline.config import dump_config, load_config
 from vjepa_pipeline.errors import CheckpointError
 from vjepa_pipeline.train import checkpointing
@@ -174,18 +176,6 @@ def test_deepspeed_checkpoint_directories_are_verified_too(tmp_path):
     assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in checkpointing.checkpoint_problem(step)
     (step / "model.ckpt" / "latest").write_text("global_step6")
     assert "global_step6" in checkpointing.checkpoint_problem(step)
-
-
-class Payload:  # what a planted DeepSpeed file could smuggle in; DeepSpeed unpickles with weights_only=False
-    built = False
-
-    def __reduce__(self):
-        return (Payload._mark, ())
-
-    @staticmethod
-    def _mark():
-        Payload.built = True
-        return "pwned"
 
 
 def test_deepspeed_resume_vets_pickles_like_export(tmp_path, caplog):

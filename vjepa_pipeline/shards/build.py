@@ -308,6 +308,17 @@ class ShardBuilder:
     def _claim(self) -> None:
         """Make the output folder ours before anything is written: it must be new, empty, a build
         of ours; then the staging folder gets our marker (also the test that we can write)."""
+        self._check_claim()
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.work.mkdir(exist_ok=True)
+            if not self._marked():
+                self._write_marker()
+        except OSError as exc:
+            raise BuildError(f"output folder {self.out} is not writable ({exc.strerror})") from None
+
+    def _check_claim(self) -> None:
+        """Refuse an output folder that is not new, empty or ours; writes nothing."""
         self._check_work()
         if not self.work.exists():
             self._existing_index()  # a foreign index.json or other settings: refused
@@ -318,13 +329,6 @@ class ShardBuilder:
                     raise BuildError(f"output folder {self.out} is not empty and holds no build of ours "
                                      f"({shown}); refusing to write into it (nothing was changed): use a new "
                                      "or empty folder")
-        try:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self.work.mkdir(exist_ok=True)
-            if not self._marked():
-                self._write_marker()
-        except OSError as exc:
-            raise BuildError(f"output folder {self.out} is not writable ({exc.strerror})") from None
 
     # phase 1
     def plan(self) -> dict:
@@ -340,9 +344,10 @@ class ShardBuilder:
             return plan
         if not self.source.exists():
             raise BuildError(f"source {self.source} does not exist")
-        self._claim()
+        self._check_claim()  # a folder we may not use is refused before a long discovery ...
         found: SourceList = discover(self.source, labels=self.opts.labels, seed=self.opts.seed,
                                      labelled=self.opts.labelled)
+        self._claim()  # ... and a source without videos leaves no output folder behind
         plan = {"fingerprint": self.fingerprint, "settings": self.settings, "label_map": found.label_map,
                 "skipped": found.skipped, "ignored": found.ignored, "items": [asdict(i) for i in found.items]}
         with _environment_guard("writing the build plan"):
