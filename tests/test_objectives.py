@@ -58,7 +58,7 @@ class MeanFrameObjective(Objective):
 
 def test_the_config_picks_the_objective_and_refuses_unknown_kinds(tmp_path):
     assert isinstance(build_objective(cfg_for(tmp_path)), VJEPAObjective)
-    assert set(OBJECTIVES) == {"vjepa"}
+    assert set(OBJECTIVES) == {"vjepa", "action_conditioned"}
     with pytest.raises(ConfigError, match="objective.kind"):
         cfg_for(tmp_path, "objective.kind=pixels")
     with pytest.raises(ConfigError, match="model.predictor.kind"):

@@ -120,6 +120,8 @@ def test_a_wheel_install_runs_the_packaged_recipes(wheel_site, tmp_path):
     site = wheel_site
     packaged = site / "vjepa_pipeline" / "recipes"
     assert sorted(p.name for p in (packaged / "pretrain").glob("*.yaml")) == sorted(p.name for p in PRETRAIN.glob("*.yaml"))
+    world = ROOT / "configs" / "world_model"
+    assert sorted(p.name for p in (packaged / "world_model").glob("*.yaml")) == sorted(p.name for p in world.glob("*.yaml"))
     assert (packaged / "eval" / "demo.yaml").is_file() and (packaged / "eval" / "k400.yaml").is_file()
 
     work = tmp_path / "elsewhere"  # a directory without configs/ or eval/

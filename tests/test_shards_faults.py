@@ -153,7 +153,9 @@ def test_our_writer_failing_is_environmental(code, generated_clips, tmp_path, mo
 
 
 def test_memory_error_is_environmental(generated_clips, tmp_path, monkeypatch):
-    real_encode = build_mod.encode_clip
+    from vjepa_pipeline.shards import media as media_mod
+
+    real_encode = media_mod.encode_clip  # called through media.encode_readable
 
     def encode(src, *a, **k):
         if Path(src).name in FAILING:
@@ -161,11 +163,11 @@ def test_memory_error_is_environmental(generated_clips, tmp_path, monkeypatch):
         return real_encode(src, *a, **k)
 
     out = tmp_path / "out"
-    monkeypatch.setattr(build_mod, "encode_clip", encode)
+    monkeypatch.setattr(media_mod, "encode_clip", encode)
     with pytest.raises(BuildError, match="environmental"):
         build(generated_clips, out)
     assert all(r["skipped"] is None for r in done_records(out))
-    monkeypatch.setattr(build_mod, "encode_clip", real_encode)
+    monkeypatch.setattr(media_mod, "encode_clip", real_encode)
     assert build(generated_clips, out)["totals"]["samples"] == 6
     assert not (out / ".work" / "units").exists()  # and that re-run redid nothing
 

@@ -283,10 +283,26 @@ def split_module_state(sd: dict, where: str) -> tuple[StateDict, StateDict]:
     return enc, pred
 
 
+def objective_kind(obj: dict) -> str | None:
+    """``objective.kind`` of the config stored in a training checkpoint (``vjepa`` when the config predates
+    the key), or None when ``obj`` holds no training config."""
+    meta = obj.get("vjepa")
+    cfg = meta.get("config") if isinstance(meta, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    objective = cfg.get("objective")
+    kind = objective.get("kind") if isinstance(objective, dict) else None
+    return kind if isinstance(kind, str) else "vjepa"
+
+
 def _config_and_target(obj: dict, where: str) -> tuple[object, StateDict, int | None]:
     from ..config import ConfigError, config_from_dict
 
     meta = obj.get("vjepa")
+    if objective_kind(obj) == "action_conditioned":  # a frozen 'encoder', a predictor, no target encoder
+        raise CheckpointError(f"{where}: a V-JEPA 2-AC (objective.kind action_conditioned) checkpoint: load "
+                              "it with vjepa_pipeline.checkpoint.ac_checkpoint.load_world_model, export it with "
+                              "vjepa export --format native or official")
     target = obj.get("target_encoder")
     if not isinstance(target, dict) or not target:
         raise CheckpointError(f"{where}: no 'target_encoder' entry: not a checkpoint written by vjepa "
@@ -320,14 +336,15 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
                               "file use vjepa_pipeline.checkpoint.interop.load_part")
     cfg, target, step = _config_and_target(obj, str(ckpt))
     enc, pred = split_module_state(obj["state_dict"], str(ckpt))
-    opt, note = _lightning_optimizer_state(obj)
+    opt, note = lightning_optimizer_state(obj)
     scaler = obj.get("MixedPrecision")  # Lightning's AMP plugin state: the GradScaler's (16-mixed only)
     scaler = scaler if isinstance(scaler, dict) and "scale" in scaler else None
     return TrainingCheckpoint(cfg, enc, pred, target, step, source=ckpt, kind="lightning", optimizer_state=opt,
                               optimizer_note=note, scaler_state=scaler)
 
 
-def _lightning_optimizer_state(obj: dict) -> tuple[dict | None, str]:
+def lightning_optimizer_state(obj: dict) -> tuple[dict | None, str]:
+    """The trainer's AdamW state_dict of a Lightning checkpoint (``optimizer_states[0]``), or None and why."""
     states = obj.get("optimizer_states")
     if not isinstance(states, list) or not states:
         return None, "the checkpoint holds no optimizer state"
@@ -442,7 +459,7 @@ def official_param_groups(encoder: nn.Module, predictor: nn.Module) -> list[list
             for part, no_decay in OFFICIAL_GROUPS]
 
 
-def _adamw_group(lr: float, betas, eps: float, weight_decay: float, saved: dict | None = None) -> dict:
+def adamw_group(lr: float, betas, eps: float, weight_decay: float, saved: dict | None = None) -> dict:
     """A complete AdamW param-group dict (this torch's keys), hyper-parameters from ``saved`` where given."""
     template = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=lr, betas=tuple(betas), eps=eps,
                                  weight_decay=weight_decay).state_dict()["param_groups"][0]
@@ -545,7 +562,7 @@ def official_optimizer_state(ckpt: TrainingCheckpoint, encoder: nn.Module, predi
         betas, eps = cfg.optim.betas, cfg.optim.eps
     param_groups, start = [], 0
     for g, (_, no_decay) in zip(groups, OFFICIAL_GROUPS):
-        group = _adamw_group(lr, betas, eps, 0.0 if no_decay else wd, decay_group)
+        group = adamw_group(lr, betas, eps, 0.0 if no_decay else wd, decay_group)
         if no_decay:
             group["WD_exclude"] = True  # the official CosineWDSchedule skips these groups
         group["params"] = list(range(start, start + len(g)))
@@ -582,7 +599,11 @@ def official_epoch(ckpt: TrainingCheckpoint, ipe: int | None = None) -> tuple[in
     epoch x ipe steps) for our optimizer step: step // ipe, with ipe = ``ipe`` if given, else
     data.batches_per_epoch / train.accumulate_grad_batches when the recipe sets it, else 300 (the
     published recipes' optimization.ipe)."""
-    cfg = ckpt.config
+    return official_epoch_of(ckpt.config, ckpt.step, ipe)
+
+
+def official_epoch_of(cfg, step: int | None, ipe: int | None = None) -> tuple[int, str]:
+    """:func:`official_epoch` for a config and step (any objective)."""
     if ipe is not None:
         source = "--ipe"
     elif cfg.data.batches_per_epoch:
@@ -590,15 +611,25 @@ def official_epoch(ckpt: TrainingCheckpoint, ipe: int | None = None) -> tuple[in
         source = "data.batches_per_epoch / train.accumulate_grad_batches"
     else:
         ipe, source = OFFICIAL_IPE, "the published recipes' optimization.ipe"
-    if ckpt.step is None:
+    if step is None:
         return 0, f"epoch: 0 (the checkpoint does not record its step; ipe {ipe})"
-    epoch, rest = divmod(ckpt.step, ipe)
-    text = (f"epoch: {epoch} = step {ckpt.step} // ipe {ipe} ({source}); set optimization.ipe: {ipe} in the "
+    epoch, rest = divmod(step, ipe)
+    text = (f"epoch: {epoch} = step {step} // ipe {ipe} ({source}); set optimization.ipe: {ipe} in the "
             "official config")
     if rest:
         text += (f"; an official resume restarts epoch {epoch} at its step {epoch * ipe}, "
                  f"{rest} steps before this checkpoint")
     return epoch, text
+
+
+def official_scaler(state: dict | None) -> tuple[dict, str]:
+    """The official ``scaler`` entry: the run's GradScaler state (16-mixed), else a fresh one (the official
+    bf16 / fp16 trainers load it and fail on None); and a note."""
+    if state is not None:
+        return ({k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in state.items()},
+                "scaler: the run's GradScaler state (16-mixed)")
+    return dict(FRESH_SCALER_STATE), ("scaler: a fresh GradScaler state (the official bf16/fp16 trainers "
+                                      "load one; ignored in fp32)")
 
 
 def official_extras(ckpt: TrainingCheckpoint, encoder: nn.Module, predictor: nn.Module,
@@ -608,12 +639,7 @@ def official_extras(ckpt: TrainingCheckpoint, encoder: nn.Module, predictor: nn.
     cfg = ckpt.config
     epoch, epoch_note = official_epoch(ckpt, ipe)
     opt, opt_note = official_optimizer_state(ckpt, encoder, predictor)
-    if ckpt.scaler_state is not None:
-        scaler = {k: (v.item() if isinstance(v, torch.Tensor) else v) for k, v in ckpt.scaler_state.items()}
-        scaler_note = "scaler: the run's GradScaler state (16-mixed)"
-    else:
-        scaler = dict(FRESH_SCALER_STATE)
-        scaler_note = "scaler: a fresh GradScaler state (the official bf16/fp16 trainers load one; ignored in fp32)"
+    scaler, scaler_note = official_scaler(ckpt.scaler_state)
     extras = {
         "epoch": epoch,
         "opt": opt,
@@ -721,6 +747,8 @@ def export(path: str | Path, out: str | Path, what: str = "target_encoder", fmt:
 
 
 __all__ = ["ALLOWED_GLOBALS", "FRESH_SCALER_STATE", "OFFICIAL_GROUPS", "OFFICIAL_IPE", "ExportResult",
-           "TrainingCheckpoint", "build_modules", "check_request", "clean_key", "export", "load_training_checkpoint",
-           "official_epoch", "official_extras", "official_optimizer_state", "official_order_key",
-           "official_param_groups", "resolve_checkpoint", "safe_torch_load", "split_module_state"]
+           "TrainingCheckpoint", "adamw_group", "build_modules", "check_request", "clean_key", "export",
+           "lightning_optimizer_state", "load_training_checkpoint", "objective_kind", "official_epoch",
+           "official_epoch_of", "official_extras", "official_optimizer_state", "official_order_key",
+           "official_param_groups", "official_scaler", "resolve_checkpoint", "safe_torch_load",
+           "split_module_state"]

@@ -1,4 +1,5 @@
-"""``vjepa data generate-demo``: write the motion-centric demo dataset (real H.264 mp4 files)."""
+"""``vjepa data generate-demo``: write the motion-centric demo dataset (real H.264 mp4 files);
+``vjepa data generate-trajectories``: write action-labelled episodes for the world model."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ examples:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("data", help="datasets: generate the motion-centric demo dataset",
+    p = sub.add_parser("data", help="datasets: generate the demo dataset or world-model trajectories",
                        description="Dataset utilities.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo>", required=True)
+    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo|generate-trajectories>", required=True)
     g = data_sub.add_parser("generate-demo", help="write the motion-defined demo dataset (mp4 files)",
                             description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--out", type=Path, required=True,
@@ -55,6 +56,54 @@ def register(sub) -> None:
     g.add_argument("--workers", type=int, default=2, help="parallel writer processes (default 2)")
     g.add_argument("--no-progress", action="store_true", help="no progress output")
     g.set_defaults(run=run_generate_demo)
+    t = data_sub.add_parser("generate-trajectories", help="write generated episodes for the world model",
+                            description=TRAJ_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--out", type=Path, required=True, help="output folder (new or empty)")
+    t.add_argument("--episodes", type=int, default=256, metavar="N", help="training episodes (default 256)")
+    t.add_argument("--val-episodes", type=int, default=32, metavar="N", help="held-out episodes (default 32)")
+    t.add_argument("--frames", type=int, default=24, help="frames per episode (default 24)")
+    t.add_argument("--fps", type=float, default=10, help="frame rate written to the files (default 10)")
+    t.add_argument("--seed", type=int, default=0, help="seed (default 0; held-out episodes use other seeds)")
+    t.set_defaults(run=run_generate_trajectories)
+
+
+TRAJ_HELP = """\
+Generate action-labelled episodes in the generic trajectory layout (docs/world_model.md): a 16 px
+square on a 64x64 frame moves by its action, a random integer step of up to 6 px per axis and frame
+(clipped at the borders: the recorded action is the displacement that happened); the state is the
+square's top-left corner in px. Deterministic in --seed.
+
+Written under --out:
+  train/ep_000/{video.mp4, actions.npy, states.npy} ...   --episodes episodes
+  val/ep_000/...                                          --val-episodes held-out episodes
+
+examples:
+  vjepa data generate-trajectories --out data/moving_square
+  vjepa shards build data/moving_square/train shards/moving_square/train
+  vjepa shards build data/moving_square/val shards/moving_square/val
+  vjepa pretrain --config configs/world_model/moving_square_cpu.yaml
+  vjepa eval world-model runs/moving_square_cpu --data shards/moving_square/val
+"""
+
+
+def run_generate_trajectories(args) -> int:
+    from ..errors import UsageError
+    from ..shards.trajectory_writers import write_episodes
+
+    for name in ("episodes", "val_episodes", "frames"):
+        if getattr(args, name) < (2 if name == "frames" else 1):
+            raise UsageError(f"--{name.replace('_', '-')}: must be >= {2 if name == 'frames' else 1}")
+    if not args.fps > 0:
+        raise UsageError(f"--fps: must be > 0, got {args.fps}")
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"--out {args.out} exists and is not an empty folder: give a new one")
+    t0 = time.monotonic()
+    write_episodes(args.out / "train", args.episodes, args.frames, fps=args.fps, seed=args.seed)
+    # held-out episodes draw from seeds no training episode uses
+    write_episodes(args.out / "val", args.val_episodes, args.frames, fps=args.fps, seed=args.seed + 10**6)
+    print(f"trajectories: {args.episodes} train / {args.val_episodes} val episodes of {args.frames} frames at "
+          f"{args.fps:g} fps in {args.out} ({time.monotonic() - t0:.1f} s)")
+    return 0
 
 
 def run_generate_demo(args) -> int:

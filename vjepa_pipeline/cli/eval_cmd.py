@@ -26,15 +26,33 @@ examples:
   vjepa eval --suite eval/ssv2.yaml --encoder vitl16.pth --model model.size=large model.pos_embed=sincos
   vjepa eval --suite eval/k400.yaml --encoder runs/vitl16 --val-only      # re-evaluate saved probes
   vjepa eval --suite ssv2 --dataset ssv2 --encoder vjepa2-vitl-ssv2 --head vjepa2-vitl-ssv2   # HF classifier
+
+world models: `vjepa eval world-model RUN --data SHARDS` validates an action-conditioned predictor
+offline (see `vjepa eval world-model --help`).
+"""
+
+WM_HELP = """Validate a world model (V-JEPA 2-AC predictor on its frozen encoder) offline, without a robot: on
+held-out trajectory shards, the k-step latent prediction error of the predictor rolled out with the
+true actions, against two baselines a useful world model must beat: "the last frame stays" and "the
+actions shuffled across the batch" (a predictor that ignores its actions scores the same with
+shuffled and true actions). Windows are deterministic (frame 0 of each sample, then every window
+length, up to --windows-per-sample), frames centre-cropped, actions combined as in training.
+
+Writes results.json, report.md (a table per horizon) and plots/world_model_errors.png under --out.
+
+examples:
+  vjepa eval world-model runs/moving_square_cpu --data shards/moving_square/val
+  vjepa export runs/droid_wm --format native --out wm.pt
+  vjepa eval world-model wm.pt --data /data/shards/droid_val --horizons 1 2 4 --device cuda
 """
 
 
 def register(sub) -> None:
     p = sub.add_parser("eval", help="frozen-backbone evaluation suites", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--suite", type=Path, required=True,
-                   help="suite YAML, or the name of a packaged suite such as k400 (see eval/)")
-    p.add_argument("--encoder", required=True, help="run dir, checkpoint, exported file or HF directory")
+    p.add_argument("--suite", type=Path,
+                   help="suite YAML, or the name of a packaged suite such as k400 (see eval/); required")
+    p.add_argument("--encoder", help="run dir, checkpoint, exported file or HF directory; required")
     p.add_argument("--out", type=Path, help="report folder (default: eval_results/<suite name>)")
     p.add_argument("--dataset", action="append", help="only this dataset of the suite (repeatable)")
     p.add_argument("--val-only", action="store_true", help="re-evaluate the saved probes without training")
@@ -45,6 +63,40 @@ def register(sub) -> None:
                    help="architecture of checkpoints that do not carry it (official files)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=run)
+    kinds = p.add_subparsers(dest="eval_kind", metavar="[world-model]")
+    w = kinds.add_parser("world-model", help="offline validation of an action-conditioned world model",
+                         description=WM_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("model", help="world-model run directory, its model.ckpt, or a `vjepa export` file of one")
+    w.add_argument("--data", required=True, help="held-out trajectory shards (folder, index.json or URL pattern)")
+    w.add_argument("--horizons", type=int, nargs="+", default=[1, 2], metavar="K",
+                   help="rollout horizons to report (default: 1 2)")
+    w.add_argument("--out", type=Path, help="report folder (default: eval_results/world_model/<run name>)")
+    w.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
+    w.add_argument("--windows-per-sample", type=int, default=4, help="windows read per sample (default 4)")
+    w.add_argument("--seed", type=int, default=0, help="seed of the action shuffles (default 0)")
+    w.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    w.set_defaults(run=run_world_model)
+
+
+def run_world_model(args) -> int:
+    from ..errors import UsageError
+    from .common import check_output
+
+    if min(args.horizons) < 1:
+        raise UsageError(f"--horizons: rollout horizons are >= 1 step, got {args.horizons}")
+    for name in ("batch_size", "windows_per_sample"):
+        if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
+            raise UsageError(f"--{name.replace('_', '-')}: must be >= {2 if name == 'batch_size' else 1} "
+                             "(shuffling actions needs two windows per batch)")
+    if not Path(args.model).exists():
+        raise UsageError(f"world model {args.model} does not exist")
+    out = args.out or Path("eval_results") / "world_model" / Path(args.model).resolve().name
+    check_output(out, "--out", folder=True, create=True)
+    from ..eval.world_model_report import validate_world_model
+
+    validate_world_model(args.model, args.data, out, args.horizons, args.batch_size, args.windows_per_sample,
+                         args.device, args.seed)
+    return 0
 
 
 def run(args) -> int:
@@ -53,6 +105,8 @@ def run(args) -> int:
     from ..eval.suite import load_suite
     from .common import check_dataset, check_output
 
+    if args.suite is None or args.encoder is None:
+        raise UsageError("vjepa eval needs --suite and --encoder (or `vjepa eval world-model RUN --data SHARDS`)")
     path = resolve_recipe(args.suite, "eval")
     if path is None:
         raise UsageError(f"--suite: no file {args.suite}, and {not_found(args.suite, 'eval')}")

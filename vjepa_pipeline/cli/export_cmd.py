@@ -29,6 +29,15 @@ fp32 ZeRO master copy, the target encoder from its own fp32 copy).
 
 --out is a file for native / official and a directory for hf; an existing export is replaced.
 
+Action-conditioned runs (objective.kind action_conditioned, V-JEPA 2-AC) export their frozen encoder
+and predictor together (no --what):
+  native    our file: config, step, 'encoder' (frozen) and 'predictor'. Read it back with
+            vjepa_pipeline.checkpoint.ac_checkpoint.load_world_model (or load_ac_predictor_weights).
+  official  the app/vjepa_droid training checkpoint: 'encoder' and 'target_encoder' (the frozen
+            encoder), 'predictor' (official layout), 'opt', 'scaler', 'epoch', 'loss', 'batch_size',
+            'world_size', 'lr'.
+  hf        refused: Hugging Face has no V-JEPA 2-AC predictor class.
+
 --ipe N (official only): iterations per epoch for the official 'epoch' = step // N (default:
   data.batches_per_epoch / train.accumulate_grad_batches if the recipe sets it, else 300, the
   published recipes' optimization.ipe). Use the same value as optimization.ipe in the official config.
@@ -54,7 +63,7 @@ def register(sub) -> None:
                        description=HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("checkpoint", metavar="run_or_ckpt",
                    help="run directory, checkpoints/step_* directory, model.ckpt file or DeepSpeed directory")
-    p.add_argument("--what", choices=WHATS, default="target_encoder",
+    p.add_argument("--what", choices=WHATS, default=None,  # None: target_encoder (V-JEPA runs)
                    help="which weights to export (default: target_encoder)")
     p.add_argument("--format", dest="fmt", choices=FORMATS, default="native",
                    help="output format (default: native)")
@@ -66,6 +75,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..checkpoint.ac_checkpoint import AC_KIND, checkpoint_objective
+
+    if checkpoint_objective(args.checkpoint) == AC_KIND:
+        return run_action_conditioned(args)
     from .common import check_output
 
     check_output(args.out, "--out", folder=args.fmt == "hf")  # hf writes a folder, the others a file
@@ -73,6 +86,7 @@ def run(args) -> int:
     from ..checkpoint.export import check_request, export
     from ..errors import UsageError
 
+    args.what = args.what or "target_encoder"
     try:
         check_request(args.what, args.fmt)
         if args.ipe is not None and (args.fmt != "official" or args.ipe < 1):
@@ -81,5 +95,25 @@ def run(args) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     result = export(args.checkpoint, args.out, what=args.what, fmt=args.fmt, ipe=args.ipe)
+    print(result.summary())
+    return 0
+
+
+def run_action_conditioned(args) -> int:
+    """An action-conditioned (V-JEPA 2-AC) run: its frozen encoder and predictor, native or official."""
+    from ..checkpoint.ac_checkpoint import HF_REFUSAL, export_ac_run
+    from ..errors import UsageError
+    from .common import check_output
+
+    if args.fmt == "hf":
+        raise UsageError(HF_REFUSAL)
+    if args.what not in (None, "all"):
+        raise UsageError(f"--what {args.what}: an action-conditioned run exports its frozen encoder and "
+                         "predictor together; drop --what")
+    out = check_output(args.out, "--out", folder=False)
+    try:
+        result = export_ac_run(args.checkpoint, out, fmt=args.fmt, ipe=args.ipe)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     print(result.summary())
     return 0

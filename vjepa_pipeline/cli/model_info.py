@@ -58,6 +58,8 @@ def run(args) -> int:
     from ..config.sizes import VIT_SIZES
 
     cfg = load(args)
+    if cfg.objective.kind == "action_conditioned":
+        return describe_world_model(cfg)
     configs = [with_size(cfg, s) for s in VIT_SIZES] if args.all else [with_size(cfg, args.size) if args.size else cfg]
     for c in configs:
         validate_config(c)
@@ -73,4 +75,25 @@ def run(args) -> int:
               f"{r['predictor_params'] / 1e6:>11.1f}M{r['tokens']:>8}{r['forward_gflops']:>16.1f}{r['train_gflops']:>18.1f}")
     print("train GFLOP/clip = target forward + context/predictor forward and backward, per clip of one "
           "optimizer step (expected mask sizes at batch 64).")
+    return 0
+
+
+def describe_world_model(cfg) -> int:
+    """Parameter counts of a world-model recipe: the frozen encoder and the action-conditioned predictor."""
+    import torch
+
+    from ..config import validate_config
+    from ..models.build import build_ac_predictor, build_encoder
+
+    validate_config(cfg)
+    with torch.device("meta"):
+        enc = build_encoder(cfg.model, cfg.model.tubelet_size, cfg.data.crop_size)
+        pred = build_ac_predictor(cfg, enc.embed_dim)
+    grid = cfg.data.crop_size // cfg.model.patch_size
+    wm, p = cfg.world_model, cfg.model.predictor
+    print(f"world model: {cfg.data.num_frames} frames x {cfg.data.crop_size} px, {grid * grid} patch tokens + "
+          f"{pred.cond_tokens} conditioning tokens per frame, actions {wm.action_dim}-D, states {wm.state_dim}-D")
+    print(f"frozen encoder ({cfg.model.size}): {sum(x.numel() for x in enc.parameters()) / 1e6:.1f}M parameters")
+    print(f"action-conditioned predictor ({p.embed_dim} x {p.depth}, {p.num_heads} heads): "
+          f"{sum(x.numel() for x in pred.parameters()) / 1e6:.1f}M parameters (trained)")
     return 0

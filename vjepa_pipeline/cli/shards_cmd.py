@@ -12,8 +12,15 @@ index.json. Every option maps to the config section 'shards' (see `vjepa config`
 overrides such as shards.crf=20 work too. Bad inputs are skipped and listed with a reason in
 index.json. Interrupted builds resume: re-run the same command.
 
+Trajectories (world models, docs/world_model.md) are detected (--layout auto) and sharded frame-exact
+with their actions / states: a folder of episode folders (a video or frames/ plus actions.* and
+states.*: npy, npz, csv or jsonl), a JSONL manifest naming them, or DROID's raw layout (a CSV of
+episode folders with trajectory.h5 and recordings/MP4, as the official V-JEPA 2-AC code reads it).
+
 examples:
   vjepa shards build ~/videos/ucf101 shards/ucf101 --workers 8 --max-clip-seconds 10
+  vjepa shards build ~/robot/episodes shards/robot --workers 8          # generic trajectory layout
+  vjepa shards build droid_train_paths.csv shards/droid --workers 32    # DROID, actions = pose deltas
   vjepa shards build train.csv shards/k400 --short-side 256 --samples-per-shard 500
   vjepa shards build ~/videos shards/raw --slurm --slurm-tasks 64 launch.partition=cpu
 """
@@ -23,7 +30,8 @@ FLAG_KEYS = {
     "workers": "workers", "short_side": "short_side", "fps": "fps", "crf": "crf", "preset": "preset",
     "gop_seconds": "gop_seconds", "max_clip_seconds": "max_clip_seconds", "min_seconds": "min_seconds",
     "samples_per_shard": "samples_per_shard", "target_shard_mb": "target_shard_mb", "prefix": "prefix",
-    "seed": "seed", "labels": "labels",
+    "seed": "seed", "labels": "labels", "layout": "layout", "action_rule": "action_rule",
+    "action_dim": "action_dim", "state_dim": "state_dim", "droid_camera": "droid_camera",
 }
 
 
@@ -34,7 +42,7 @@ def register(sub) -> None:
 
     b = shards_sub.add_parser("build", help="raw videos or a manifest -> shards", description=BUILD_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("source", type=Path, help="video folder or manifest file (.csv, .txt, .jsonl)")
+    b.add_argument("source", type=Path, help="video or episode folder, or manifest file (.csv, .txt, .jsonl)")
     b.add_argument("out_dir", type=Path, help="output folder for shards and index.json")
     b.add_argument("--config", type=Path, help="YAML recipe whose 'shards' section is used")
     b.add_argument("--workers", type=int, help="parallel encoder processes (default 1)")
@@ -55,6 +63,15 @@ def register(sub) -> None:
     group = b.add_mutually_exclusive_group()
     group.add_argument("--labelled", action="store_true", help="require one sub-folder per class")
     group.add_argument("--unlabelled", action="store_true", help="ignore sub-folder names")
+    b.add_argument("--layout", choices=("auto", "videos", "episodes", "droid"),
+                   help="what the source holds (default auto: trajectories are detected)")
+    b.add_argument("--action-rule", choices=("sum", "mean", "first", "pose_delta"),
+                   help="how actions between kept frames combine when the loader skips frames: sum "
+                        "(increments), mean (rates), first (held commands), pose_delta (from the states, "
+                        "as for DROID) (default: pose_delta for DROID, sum otherwise)")
+    b.add_argument("--action-dim", type=int, help="expected action dimension (default: the most common)")
+    b.add_argument("--state-dim", type=int, help="expected state dimension (default: the most common)")
+    b.add_argument("--droid-camera", help="DROID metadata key of the camera recording (default left_mp4_path)")
     b.add_argument("--keep-work", action="store_true", help="keep the staging folder <out>/.work")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.add_argument("--slurm", action="store_true", help="encode as a SLURM job array, then pack in a final job")
@@ -126,9 +143,13 @@ def run_build(args) -> int:
 
 def print_summary(index: dict) -> None:
     t = index["totals"]
-    print(f"{t['samples']} samples from {t.get('sharded', t['videos'] - t['skipped'])} of {t['videos']} videos "
+    traj = index.get("trajectories")
+    inputs = "episodes" if traj else "videos"
+    what = (f"actions {'/'.join(map(str, traj['action_dim']))}-D ({', '.join(traj['action_rule'])}), states "
+            f"{'/'.join(map(str, traj['state_dim']))}-D" if traj else f"{len(index['label_map'])} labels")
+    print(f"{t['samples']} samples from {t.get('sharded', t['videos'] - t['skipped'])} of {t['videos']} {inputs} "
           f"({t['hours']:.3f} h, {t['frames']} frames) in {len(index['shards'])} shards of "
-          f"{index['samples_per_shard']}; {len(index['label_map'])} labels")
+          f"{index['samples_per_shard']}; {what}")
     if index["skipped"]:
         reasons: dict[str, int] = {}
         for s in index["skipped"]:

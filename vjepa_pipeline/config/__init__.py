@@ -23,6 +23,7 @@ from vjepa_pipeline.config.schema import (
     OptimConfig,
     PredictorConfig,
     ShardsConfig,
+    WorldModelConfig,
     TrainConfig,
 )
 from vjepa_pipeline.config.validate import config_problems, validate_config
@@ -39,6 +40,7 @@ __all__ = [
     "OptimConfig",
     "PredictorConfig",
     "ShardsConfig",
+    "WorldModelConfig",
     "TrainConfig",
     "apply_overrides",
     "config_from_dict",

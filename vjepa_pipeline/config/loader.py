@@ -493,9 +493,10 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Confi
     raw = config_to_dict(Config())
     source = None
     if path is not None:
-        recipe = resolve_recipe(path)
+        kind = "world_model" if Path(path).as_posix().startswith(("world_model/", "configs/world_model/")) else "pretrain"
+        recipe = resolve_recipe(path, kind)
         if recipe is None:
-            raise ConfigError(f"config file not found: {path}, and {not_found(path, 'pretrain')}")
+            raise ConfigError(f"config file not found: {path}, and {not_found(path, kind)}")
         raw = _merge(raw, _read_yaml(recipe))
         source = str(path) if recipe == Path(path) else str(recipe)
     _apply_overrides_to_dict(raw, overrides)

@@ -1,4 +1,5 @@
-"""Packaged recipes: the pretraining recipes (``configs/pretrain/``) and eval suites (``eval/``).
+"""Packaged recipes: the pretraining recipes (``configs/pretrain/``), the world-model recipes
+(``configs/world_model/``) and eval suites (``eval/``).
 
 Both folders stay at the top of the repository; the wheel ships them inside the package as
 ``vjepa_pipeline/recipes/pretrain/*.yaml`` and ``vjepa_pipeline/recipes/eval/*.yaml`` (setup.py
@@ -7,8 +8,8 @@ maps the folders, nothing is copied in the source tree), and they are found with
 PYTHONPATH) the package holds no ``recipes/`` folder and the checkout's own folders are used.
 
 A recipe is given as a path, or, when no such file exists, by name: ``debug``, ``debug.yaml``,
-``pretrain/debug`` or the checkout spelling ``configs/pretrain/debug.yaml`` (eval suites: ``k400``,
-``eval/k400.yaml``). ``defaults:`` inheritance stays relative to the recipe's own file, which is
+``pretrain/debug`` or the checkout spelling ``configs/pretrain/debug.yaml`` (world models:
+``world_model/droid_vitg16``; eval suites: ``k400``, ``eval/k400.yaml``). ``defaults:`` inheritance stays relative to the recipe's own file, which is
 a real file in either case.
 """
 
@@ -26,8 +27,9 @@ from vjepa_pipeline.config.messages import closest
 KINDS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "pretrain": ("recipes/pretrain", "configs/pretrain", ("configs/pretrain/", "pretrain/")),
     "eval": ("recipes/eval", "eval", ("eval/",)),
+    "world_model": ("recipes/world_model", "configs/world_model", ("configs/world_model/", "world_model/")),
 }
-WHAT = {"pretrain": "pretraining recipe", "eval": "eval suite"}
+WHAT = {"pretrain": "pretraining recipe", "eval": "eval suite", "world_model": "world-model recipe"}
 
 
 @functools.cache

@@ -30,8 +30,10 @@ Decoder = Literal["decord", "torchcodec", "pyav"]
 ShortVideo = Literal["pad", "skip"]
 Accelerator = Literal["auto", "cpu", "gpu"]
 NanPolicy = Literal["stop", "skip"]
-ObjectiveKind = Literal["vjepa"]
-PredictorKind = Literal["masked"]
+ObjectiveKind = Literal["vjepa", "action_conditioned"]
+PredictorKind = Literal["masked", "action_conditioned"]
+ShardsLayout = Literal["auto", "videos", "episodes", "droid"]
+ActionRule = Literal["sum", "mean", "first", "pose_delta"]
 MaskTokenRule = Literal["per_generator", "shared"]
 ScheduleAlignment = Literal["pipeline", "official"]
 
@@ -40,7 +42,9 @@ ScheduleAlignment = Literal["pipeline", "official"]
 class PredictorConfig:
     """Narrow ViT that predicts target features at masked positions from the context."""
 
-    kind: PredictorKind = "masked"  # masked = V-JEPA's mask-token predictor (models/predictor.py)
+    # masked = V-JEPA's mask-token predictor (models/predictor.py); action_conditioned = the V-JEPA 2-AC
+    # frame-causal predictor over per-frame tokens + action / state tokens (models/ac_predictor.py)
+    kind: PredictorKind = "masked"
     embed_dim: int = 384  # predictor width (Linear D -> embed_dim in, embed_dim -> D out)
     depth: int = 12  # number of transformer blocks
     num_heads: int = 12  # attention heads (rope needs head dim >= 6)
@@ -253,6 +257,17 @@ class ShardsConfig:
     labels: str | None = None  # label file (JSON name->id, or one name per line); authoritative
     labelled: bool | None = None  # None = infer folder-per-class; True/False forces it
     keep_work: bool = False  # keep the staging folder (<out>/.work) after the index is written
+    # Trajectories (world models; docs/world_model.md). auto: a DROID episode (trajectory.h5) or a folder
+    # with actions.* / states.* makes the source a trajectory source, else it is a video source.
+    layout: ShardsLayout = "auto"
+    # How the actions between two kept frames combine when the loader skips frames: sum (increments,
+    # deltas), mean (rates, velocities), first (held commands), pose_delta (recomputed from the states as
+    # the official DROID loader does: xyz and gripper differences, relative rotation as Euler xyz).
+    # None = pose_delta for DROID, sum otherwise.
+    action_rule: ActionRule | None = None
+    action_dim: int | None = None  # expected action dimension; None = the most common among the episodes
+    state_dim: int | None = None  # expected state dimension; None = the most common among the episodes
+    droid_camera: str = "left_mp4_path"  # DROID: the metadata key naming the camera recording (official default)
 
 
 @dataclass
@@ -260,6 +275,27 @@ class ObjectiveConfig:
     """What the trainer optimises: one objective of ``vjepa_pipeline.objectives`` by name."""
 
     kind: ObjectiveKind = "vjepa"  # vjepa = masked latent prediction against an EMA target (V-JEPA 1 / 2)
+
+
+@dataclass
+class WorldModelConfig:
+    """The action-conditioned world model (``objective.kind: action_conditioned``, V-JEPA 2-AC): a frozen
+    encoder, and a predictor of the next frame's latents from the frames so far and their actions."""
+
+    # The frozen encoder: a run directory or checkpoint of ours, an exported file, an official V-JEPA /
+    # V-JEPA 2 checkpoint (describe it with model.*) or a Hugging Face VJEPA2 folder. None = a randomly
+    # initialised encoder built from model.* (tests and smoke runs only).
+    encoder: str | None = None
+    predictor_checkpoint: str | None = None  # start the predictor from an AC checkpoint (ours or official)
+    action_dim: int = 7  # must match the trajectory shards (DROID: 7 = xyz, Euler xyz, gripper deltas)
+    state_dim: int = 7  # must match the trajectory shards (DROID: 7 = xyz, Euler xyz, gripper)
+    use_extrinsics: bool = False  # one camera-extrinsics token per frame (official default: off)
+    extrinsics_dim: int | None = None  # with use_extrinsics; None = action_dim - 1 (official: 6 for DROID)
+    rollout_steps: int = 2  # auto-regressive steps of the rollout loss (official auto_steps)
+    loss_exp: float = 1.0  # loss = mean(|pred - target| ** loss_exp) / loss_exp (1.0: L1)
+    normalize_reps: bool = True  # layer-norm encoder latents and predictions (official: true)
+    teacher_forcing_weight: float = 1.0  # weight of the teacher-forcing loss
+    rollout_weight: float = 1.0  # weight of the rollout loss
 
 
 @dataclass
@@ -276,3 +312,4 @@ class Config:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
     shards: ShardsConfig = field(default_factory=ShardsConfig)
+    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)

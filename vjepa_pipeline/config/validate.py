@@ -114,7 +114,8 @@ def config_problems(cfg: Config) -> list[str]:
             "" if m.embed_dim is not None and m.num_heads is not None else f" (size {m.size!r})"
         )
         c.heads("model", dim, heads, rope, detail)
-    _check_predictor(c, pred, rope)
+    ac = cfg.objective.kind == "action_conditioned"
+    _check_predictor(c, pred, rope or ac)  # the action-conditioned predictor always uses RoPE
 
     # --- masks
     if not cfg.masks:
@@ -145,7 +146,7 @@ def config_problems(cfg: Config) -> list[str]:
         c.add(f"data.num_clips: {d.num_clips} clips per video must divide data.batch_size {d.batch_size}")
     if m.patch_size > 0 and d.crop_size % m.patch_size:
         c.add(f"data.crop_size: {d.crop_size} is not divisible by model.patch_size {m.patch_size}")
-    if m.tubelet_size > 0 and d.num_frames % m.tubelet_size:
+    if m.tubelet_size > 0 and d.num_frames % m.tubelet_size and not ac:  # world models encode frame by frame
         c.add(
             f"data.num_frames: {d.num_frames} is not divisible by "
             f"model.tubelet_size {m.tubelet_size}"
@@ -210,7 +211,44 @@ def config_problems(cfg: Config) -> list[str]:
             f"launch.time_min ({la.time_min} min)"
         )
     _check_shards(c, cfg.shards)
+    _check_world_model(c, cfg)
     return c.problems
+
+
+def _check_world_model(c: _Checker, cfg: Config) -> None:
+    """The action-conditioned objective and its predictor go together; its data are trajectory windows."""
+    wm, d = cfg.world_model, cfg.data
+    ac_objective = cfg.objective.kind == "action_conditioned"
+    ac_predictor = cfg.model.predictor.kind == "action_conditioned"
+    if ac_objective != ac_predictor:
+        c.add(f"model.predictor.kind: {cfg.model.predictor.kind!r} does not go with objective.kind "
+              f"{cfg.objective.kind!r}; the action-conditioned objective and predictor are used together")
+    for key in ("action_dim", "state_dim", "rollout_steps", "extrinsics_dim"):
+        c.positive(f"world_model.{key}", getattr(wm, key))
+    if wm.use_extrinsics and wm.extrinsics_dim is None and wm.action_dim < 2:
+        c.add("world_model.extrinsics_dim: the default (action_dim - 1) is 0 here; set it to the data's")
+    for key in ("loss_exp", "teacher_forcing_weight", "rollout_weight"):
+        if c.finite(f"world_model.{key}", getattr(wm, key)):
+            c.non_negative(f"world_model.{key}", getattr(wm, key))
+    if not wm.loss_exp > 0:
+        c.add(f"world_model.loss_exp: must be > 0, got {wm.loss_exp}")
+    if not ac_objective:
+        return
+    if d.source != "shards":
+        c.add(f"data.source: the action-conditioned objective reads trajectory shards (data.source=shards), "
+              f"got {d.source!r}")
+    if d.num_frames < 2:
+        c.add(f"data.num_frames: a trajectory window needs >= 2 frames, got {d.num_frames}")
+    elif wm.rollout_steps > d.num_frames - 1:
+        c.add(f"world_model.rollout_steps: {wm.rollout_steps} steps need windows of >= {wm.rollout_steps + 1} "
+              f"frames (data.num_frames={d.num_frames})")
+    if d.hflip:
+        c.add("data.hflip: a mirrored frame contradicts its actions; set data.hflip=false for world models")
+    if d.num_clips != 1:
+        c.add(f"data.num_clips: trajectory windows are one per sample; set data.num_clips=1 (got {d.num_clips})")
+    if cfg.train.strategy.startswith("deepspeed") or cfg.train.strategy == "fsdp":
+        c.add(f"train.strategy: {cfg.train.strategy} shards the trainable networks; the world model trains only "
+              "its predictor: use auto or ddp")
 
 
 def _check_shards(c: _Checker, sh) -> None:

@@ -124,6 +124,23 @@ def train_augment(
     return out
 
 
+def center_view(frames: torch.Tensor, crop_size: int, ratio: Sequence[float] = (0.75, 1.35)) -> torch.Tensor:
+    """The deterministic view of :func:`train_augment`'s geometry: the whole frame, its aspect clamped to
+    ``ratio`` by a central crop (the random resized crop's own fallback), resized to ``crop_size`` x
+    ``crop_size``. (T, H, W, C) uint8 -> (T, S, S, C) uint8."""
+    _check_frames(frames)
+    _, height, width, _ = frames.shape
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        w, h = width, max(1, min(height, int(round(width / ratio[0]))))
+    elif in_ratio > ratio[1]:
+        h, w = height, max(1, min(width, int(round(height * ratio[1]))))
+    else:
+        h, w = height, width
+    top, left = (height - h) // 2, (width - w) // 2
+    return _resize_thwc(frames[:, top : top + h, left : left + w], (crop_size, crop_size))
+
+
 def resize_short_side(frames: torch.Tensor, size: int) -> torch.Tensor:
     """Resize (T, H, W, C) uint8 so the short side is ``size`` (aspect kept; the long side is
     ``int(size * long / short)`` as in torchvision), bilinear with antialias. Contiguous."""

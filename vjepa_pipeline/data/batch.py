@@ -49,15 +49,17 @@ class ClipBatch:
 class TrajectoryBatch:
     """A batch of action-labelled trajectories for the action-conditioned world model (V-JEPA 2-AC).
 
-    - ``frames`` float (B, T, C, H, W): the encoder's input, already normalised (e.g. ImageNet
-      statistics, as :func:`~vjepa_pipeline.models.inputs.normalize_clips` gives), one image per
-      time step; uint8 is refused by the objective (normalise on the device first).
+    - ``frames``: one image per time step, either uint8 (B, T, H, W, C) as the trajectory loader
+      yields them (the objective normalises them on the device) or float (B, T, C, H, W), already
+      normalised encoder input (ImageNet statistics, as
+      :func:`~vjepa_pipeline.models.inputs.normalize_clips` gives).
     - ``actions`` float (B, T, A) or (B, T-1, A): ``actions[:, t]`` is the action taken at frame t,
       which leads to frame t+1 (official DROID loader: T-1 actions for T frames). A T-th action, if
       present, has no next frame and is not used by the losses.
     - ``states`` float (B, T, S): the proprioceptive state observed at each frame.
     - ``extrinsics`` optional float (B, T, E): camera extrinsics per frame (official ``use_extrinsics``).
-    - ``keys``: one sample key per trajectory.
+    - ``keys``: one sample key per trajectory; ``stream``: where the batch sits in its rank's stream
+      (None for batches made in memory).
     """
 
     frames: torch.Tensor
@@ -65,6 +67,7 @@ class TrajectoryBatch:
     states: torch.Tensor
     extrinsics: torch.Tensor | None = None
     keys: list[str] = field(default_factory=list)
+    stream: StreamPosition | None = None
 
     @property
     def size(self) -> int:
@@ -78,9 +81,9 @@ class TrajectoryBatch:
         """The same batch with every tensor on ``device``."""
         extr = None if self.extrinsics is None else self.extrinsics.to(device)
         return TrajectoryBatch(self.frames.to(device), self.actions.to(device), self.states.to(device), extr,
-                               list(self.keys))
+                               list(self.keys), self.stream)
 
     def pin_memory(self) -> TrajectoryBatch:  # called by DataLoader(pin_memory=True)
         extr = None if self.extrinsics is None else self.extrinsics.pin_memory()
         return TrajectoryBatch(self.frames.pin_memory(), self.actions.pin_memory(), self.states.pin_memory(), extr,
-                               self.keys)
+                               self.keys, self.stream)

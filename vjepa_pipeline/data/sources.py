@@ -1,7 +1,8 @@
 """Where compressed samples come from: WebDataset shards (local paths, brace patterns, ``pipe:``
 URLs for object stores) or a plain file list (official V-JEPA CSV ``path label``).
 
-A compressed sample is a dict ``{"key", "mp4": bytes, "meta": dict | None, "label": int | None}``;
+A compressed sample is a dict ``{"key", "mp4": bytes, "meta": dict | None, "label": int | None}`` (from
+shards also ``"npz": bytes | None``, a trajectory's arrays);
 decoding happens later, after shuffling.
 """
 
@@ -122,7 +123,7 @@ def tar_samples(urls: Iterator[str], on_error: Callable[[str], None],
         except (ValueError, TypeError):
             on_error("bad metadata")
             continue
-        yield {"key": s["key"], "mp4": s["mp4"], "meta": meta, "label": label}
+        yield {"key": s["key"], "mp4": s["mp4"], "meta": meta, "label": label, "npz": s.get("npz")}
 
 
 def file_list_items(path: str | os.PathLike) -> list[dict]:

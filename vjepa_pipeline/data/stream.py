@@ -64,6 +64,8 @@ class ClipStream(IterableDataset):
     :meth:`set_position` with the step about to be trained before iterating.
     """
 
+    role_stream: type = None  # type: ignore[assignment]  # RoleStream (set below); subclasses swap it
+
     def __init__(self, data_cfg, urls: list[str] | None = None, file_list: str | None = None, rank: int = 0,
                  world_size: int = 1, batches_per_epoch: int = 100, resume: dict | None = None):
         self.cfg = data_cfg
@@ -110,11 +112,12 @@ class ClipStream(IterableDataset):
         saved = self.resume.get(role) or self.resume.get(str(role))
         if saved and saved["epoch"] == epoch:
             skip = saved["consumed"]
-        yield from RoleStream(self, role, epoch, skip).batches(range(first, end, self.num_roles))
+        yield from self.role_stream(self, role, epoch, skip).batches(range(first, end, self.num_roles))
 
 
 class RoleStream:
-    """One (rank, role, epoch) stream: its shards, its RNGs, its counters."""
+    """One (rank, role, epoch) stream: its shards, its RNGs, its counters. Subclasses change what a
+    sample becomes (:meth:`clips_of`) and how a batch is assembled (:meth:`batches`)."""
 
     def __init__(self, owner: ClipStream, role: int, epoch: int, skip: int):
         self.o, self.role, self.epoch = owner, role, epoch
@@ -204,3 +207,5 @@ class RoleStream:
                                       time.perf_counter() - t0, self.o.cfg.max_failure_rate)
             yield ClipBatch(torch.stack(clips), torch.tensor(labels, dtype=torch.long), keys, position)
 
+
+ClipStream.role_stream = RoleStream

@@ -4,6 +4,7 @@ checkpoints (with the model described by config overrides) and Hugging Face VJEP
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -56,11 +57,13 @@ def _hf_encoder(directory: Path) -> LoadedEncoder:
                          cfg.get("crop_size", 256))
 
 
-def load_encoder(source: str | Path, model_overrides: Sequence[str] = (), part: str = "target_encoder") -> LoadedEncoder:
+def load_encoder(source: str | Path, model_overrides: Sequence[str] = (), part: str = "target_encoder",
+                 model_cfg=None) -> LoadedEncoder:
     """Build and strictly load a frozen encoder from ``source``.
 
     ``model_overrides`` (e.g. ``["model.size=large", "model.pos_embed=sincos", "data.crop_size=224"]``)
-    describe the architecture for sources that do not carry it (official checkpoints)."""
+    describe the architecture for sources that do not carry it (official checkpoints); ``model_cfg`` (a
+    ``ModelConfig``) does the same as a whole section and takes precedence."""
     path = Path(source)
     if not path.exists():
         raise CheckpointError(f"encoder source {path} does not exist")
@@ -81,6 +84,8 @@ def load_encoder(source: str | Path, model_overrides: Sequence[str] = (), part: 
             kind = "native"
         else:
             cfg = load_config(None, list(model_overrides))
+            if model_cfg is not None:  # a copy: V-JEPA 2.1 options below must not edit the caller's config
+                cfg.model = copy.deepcopy(model_cfg)
             kind = "official"
         available = [p for p in ("target_encoder", "encoder") if isinstance(obj.get(p), dict)]
         chosen = part if part in available else (available[0] if available else part)

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from ..data.batch import TrajectoryBatch
-from ..objectives.action_conditioned import StateUpdate, encode_frames, rollout
+from ..objectives.action_conditioned import StateUpdate, encode_frames, encoder_input, rollout
 
 BASELINES = ("true_actions", "last_frame", "shuffled_actions")
 
@@ -77,7 +77,7 @@ def latent_prediction_errors(encoder: nn.Module, predictor: nn.Module, batches: 
                     raise ValueError(f"horizon {steps} needs trajectories of >= {steps + 1} frames, "
                                      f"got {batch.num_frames}")
                 batch = batch.to(device)
-                z = encode_frames(encoder, batch.frames, tubelet_size, normalize_reps)  # (B, T, N, D)
+                z = encode_frames(encoder, encoder_input(batch.frames), tubelet_size, normalize_reps)  # (B, T, N, D)
                 b = z.shape[0]
                 perm = shuffle_permutation(b, generator).to(device)
                 preds = {

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
+from .ac_predictor import ActionConditionedPredictor
 from .jepa import JEPA
 from .predictor import Predictor
 from .vit import VisionTransformer
@@ -40,13 +41,30 @@ def build_masked_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224
     )
 
 
-#: ``model.predictor.kind`` -> builder(model_cfg, num_frames, crop_size)
+def build_ac_predictor(cfg, embed_dim: int | None = None) -> ActionConditionedPredictor:
+    """V-JEPA 2-AC's action-conditioned predictor for a root ``Config``: sizes from
+    ``model.predictor``, conditioning from ``world_model``, the token grid from ``data.crop_size`` and
+    ``model.patch_size``; ``embed_dim`` is the frozen encoder's width (default: ``model``'s)."""
+    p, wm = cfg.model.predictor, cfg.world_model
+    return ActionConditionedPredictor(
+        embed_dim or cfg.model.resolved_size()[0], predictor_embed_dim=p.embed_dim, depth=p.depth,
+        num_heads=p.num_heads, action_dim=wm.action_dim, state_dim=wm.state_dim, use_extrinsics=wm.use_extrinsics,
+        extrinsics_dim=wm.extrinsics_dim,
+        img_size=cfg.data.crop_size, patch_size=cfg.model.patch_size, mlp_ratio=p.mlp_ratio,
+        qkv_bias=cfg.model.qkv_bias, use_rope=True, drop_path_rate=cfg.model.drop_path_rate,
+        activation_checkpointing=cfg.model.activation_checkpointing)
+
+
+#: ``model.predictor.kind`` -> builder(model_cfg, num_frames, crop_size) of the masked-prediction
+#: predictors; ``action_conditioned`` needs the whole config: :func:`build_ac_predictor`
 PREDICTORS: dict[str, Callable[..., nn.Module]] = {"masked": build_masked_predictor}
 
 
 def build_predictor(model_cfg, num_frames: int = 16, crop_size: int = 224) -> nn.Module:
     """The predictor named by ``model.predictor.kind``."""
     kind = model_cfg.predictor.kind
+    if kind == "action_conditioned":
+        raise ValueError("the action-conditioned predictor is built from the whole config: build_ac_predictor(cfg)")
     if kind not in PREDICTORS:
         raise ValueError(f"model.predictor.kind={kind!r} is not one of {sorted(PREDICTORS)}")
     return PREDICTORS[kind](model_cfg, num_frames, crop_size)

@@ -30,6 +30,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..data.batch import TrajectoryBatch
+from ..models.build import build_ac_predictor, build_encoder
+from ..models.inputs import normalize_clips
 from .base import Objective, StepOutput
 
 #: state_update(state (B, 1, S), action (B, 1, A)) -> next state (B, 1, S)
@@ -39,6 +41,14 @@ StateUpdate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def layer_norm_reps(x: torch.Tensor) -> torch.Tensor:
     """The official ``normalize_reps``: LayerNorm over the feature dim, no affine parameters."""
     return F.layer_norm(x, (x.shape[-1],))
+
+
+def encoder_input(frames: torch.Tensor) -> torch.Tensor:
+    """Trajectory frames as the encoder takes them: uint8 (B, T, H, W, C) from the loader become
+    normalised float (B, T, C, H, W); float frames are returned as they are."""
+    if frames.dtype == torch.uint8:
+        return normalize_clips(frames).transpose(1, 2)
+    return frames
 
 
 def encode_frames(encoder: nn.Module, frames: torch.Tensor, tubelet_size: int | None = None,
@@ -156,8 +166,8 @@ class ActionConditionedObjective(Objective):
     ``ClipBatch``) on the networks' device and returns ``tf_weight * loss_teacher_forcing +
     rollout_weight * loss_rollout`` (official: 1 and 1), both terms logged separately.
 
-    Built from modules, not from the config: ``objective.kind`` does not name it yet (no trajectory
-    loader or config section exists for it).
+    Built from modules, or from the config by :meth:`from_config` (``objective.kind:
+    action_conditioned``; sizes from ``model.predictor``, losses from ``world_model``).
     """
 
     kind = "action_conditioned"
@@ -171,6 +181,20 @@ class ActionConditionedObjective(Objective):
         self.rollout_steps, self.loss_exp, self.normalize_reps = rollout_steps, loss_exp, normalize_reps
         self.tf_weight, self.rollout_weight = tf_weight, rollout_weight
         self.tubelet_size = tubelet_size
+
+    @classmethod
+    def from_config(cls, cfg, encoder: nn.Module | None = None) -> ActionConditionedObjective:
+        """The objective of ``cfg``: ``encoder`` frozen (None: a random encoder from ``model.*``, for
+        smoke runs and tests), a fresh predictor seeded by ``train.seed``."""
+        torch.manual_seed(cfg.train.seed)
+        if encoder is None:
+            encoder = build_encoder(cfg.model, cfg.model.tubelet_size, cfg.data.crop_size)
+        torch.manual_seed(cfg.train.seed + 1)
+        predictor = build_ac_predictor(cfg, embed_dim=getattr(encoder, "embed_dim", None))
+        wm = cfg.world_model
+        return cls(encoder, predictor, rollout_steps=wm.rollout_steps, loss_exp=wm.loss_exp,
+                   normalize_reps=wm.normalize_reps, tf_weight=wm.teacher_forcing_weight,
+                   rollout_weight=wm.rollout_weight, cfg=cfg)
 
     def trainable_networks(self) -> dict[str, nn.Module]:
         return {"predictor": self.predictor}
@@ -187,7 +211,7 @@ class ActionConditionedObjective(Objective):
         return encode_frames(self.encoder, frames, self.tubelet_size, self.normalize_reps)
 
     def step(self, batch: TrajectoryBatch) -> StepOutput:  # type: ignore[override]
-        z = self.encode(batch.frames)
+        z = self.encode(encoder_input(batch.frames))
         tf, ro = ac_losses(self.predictor, z, batch.actions, batch.states, batch.extrinsics,
                            self.rollout_steps, self.loss_exp, self.normalize_reps)
         loss = self.tf_weight * tf + self.rollout_weight * ro

@@ -39,10 +39,12 @@ from ..utils.atomic import remove_stale_temporaries, write_json
 from .format import (INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardFormatError, read_index, shard_name,
                      stats_name)
 from .items import SourceList
-from .media import (EncodeSettings, EnvironmentalError, MediaError, VideoInfo, encode_clip, environmental,
+from .media import (EncodeSettings, EnvironmentalError, MediaError, VideoInfo, encode_readable, environmental,
                     environmental_text, loader_problem, probe)
 from .sources import discover
 from .tario import ShardSample, write_shard
+from .trajectories import detect_layout, discover_trajectories
+from .trajectory_build import process_trajectory
 
 
 class BuildError(Exception):
@@ -115,6 +117,10 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
     unit_dir = work_dir / "units" / uid
     record: dict = {"uid": uid, "samples": [], "skipped": None, "seconds": 0.0}
     try:
+        if (item.get("extra") or {}).get("trajectory"):
+            record["samples"], record["seconds"] = process_trajectory(item, unit_dir, work_dir, opts,
+                                                                      settings_of(opts), sample_meta)
+            return _record_done(work_dir, record, item, unit_dir)
         info = probe(item["path"])
         ranges = clip_ranges(info.duration, info.fps, item.get("start"), item.get("end"),
                              opts.max_clip_seconds, opts.min_seconds)
@@ -151,8 +157,12 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
         # probe() turns the input's own problems into MediaError, so what is left is the machine:
         # our writes failing (ENOSPC, EIO, EDQUOT, EROFS, EACCES on our output), ffmpeg killed, ...
         return _failed(item, unit_dir, exc)
+    return _record_done(work_dir, record, item, unit_dir)
+
+
+def _record_done(work_dir: Path, record: dict, item: dict, unit_dir: Path) -> dict:
     try:
-        _write_json(work_dir / "done" / f"{uid}.json", record)
+        _write_json(work_dir / "done" / f"{record['uid']}.json", record)
     except OSError as exc:
         return _failed(item, unit_dir, exc)
     return record
@@ -189,24 +199,6 @@ def environmental_message(failures: list[dict], not_started: int = 0) -> str:
     return (f"{n} video{'s' if n != 1 else ''} failed for environmental reasons ({reasons}; e.g. "
             f"{failures[0]['path']}){rest}; nothing was recorded for them: {fix} and re-run the same "
             f"command to retry them")
-
-
-def encode_readable(src: str, tmp: Path, info: VideoInfo, settings, start: float | None,
-                    end: float | None) -> VideoInfo:
-    """encode_clip, then make sure the loader's decoder reads the result: decord misreads some
-    frame widths (48 px among them), so a clip it cannot read is encoded again up to 6 px wider
-    (a small stretch on a tiny video) before the input is given up as unreadable."""
-    out = encode_clip(src, str(tmp), info, settings, start, end)
-    problem = loader_problem(tmp, out.num_frames, whole=False)
-    width, height = out.width, out.height
-    for extra in (2, 4, 6):
-        if problem is None:
-            return out
-        out = encode_clip(src, str(tmp), info, settings, start, end, size=(width + extra, height))
-        problem = loader_problem(tmp, out.num_frames, whole=False)
-    if problem is not None:
-        raise MediaError("unreadable by the loader's decoder", problem)
-    return out
 
 
 FRAME_TOLERANCE = 0.1  # an encoded clip may miss this share of its expected frames (rounding at cuts)
@@ -345,14 +337,31 @@ class ShardBuilder:
         if not self.source.exists():
             raise BuildError(f"source {self.source} does not exist")
         self._check_claim()  # a folder we may not use is refused before a long discovery ...
-        found: SourceList = discover(self.source, labels=self.opts.labels, seed=self.opts.seed,
-                                     labelled=self.opts.labelled)
+        found: SourceList = self._discover()
         self._claim()  # ... and a source without videos leaves no output folder behind
         plan = {"fingerprint": self.fingerprint, "settings": self.settings, "label_map": found.label_map,
                 "skipped": found.skipped, "ignored": found.ignored, "items": [asdict(i) for i in found.items]}
         with _environment_guard("writing the build plan"):
             _write_json(path, plan)
         return plan
+
+    def _discover(self) -> SourceList:
+        """Videos, or trajectories (``shards.layout``; auto: a DROID episode or a folder with actions /
+        states makes the source a trajectory source)."""
+        o = self.opts
+        layout = o.layout if o.layout != "auto" else detect_layout(str(self.source))
+        if layout == "videos":
+            return discover(self.source, labels=o.labels, seed=o.seed, labelled=o.labelled)
+        if not o.reencode:
+            raise BuildError(f"{self.source} holds trajectories, which are always re-encoded (frame-exact cuts "
+                             "keep actions aligned with frames): drop --no-reencode / shards.reencode=false")
+        if o.fps is not None:
+            raise BuildError(f"{self.source} holds trajectories: their shards keep every recorded frame (the "
+                             "loader samples them at data.target_fps and combines the actions in between): "
+                             "unset shards.fps")
+        if o.labels is not None or o.labelled:
+            raise BuildError("trajectory shards are unlabelled: drop shards.labels / shards.labelled")
+        return discover_trajectories(str(self.source), o)
 
     def done_records(self, plan: dict) -> dict[str, dict]:
         done = {}
@@ -439,7 +448,8 @@ class ShardBuilder:
             if not (self.out / name).exists() or not stats_path.exists():
                 with _environment_guard(f"writing {name}"):
                     write_shard(self.out / name, (ShardSample(s["key"], str(self.work / s["file"]), s["meta"],
-                                                              s["label"]) for s in members))
+                                                              s["label"], _staged(self.work, s.get("npz")))
+                                                  for s in members))
                     _write_json(stats_path, shard_stats(name, members, self.out / name))
             shards.append(_read_json(stats_path))
         skipped = plan["skipped"] + [r["skipped"] for r in (done[it["uid"]] for it in plan["items"]) if r["skipped"]]
@@ -452,6 +462,9 @@ class ShardBuilder:
             "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
             "ignored": plan.get("ignored", []),
         }
+        trajectories = trajectory_summary(samples)
+        if trajectories is not None:
+            index["trajectories"] = trajectories
         remove_stale_temporaries(self.out, INDEX_NAME)
         with _environment_guard(f"writing {INDEX_NAME}"):
             _write_json(self.out / INDEX_NAME, index)
@@ -506,8 +519,10 @@ class ShardBuilder:
             self.log(f"{self.out} is already complete ({index['totals']['samples']} samples); nothing to do")
             return index
         plan = self.plan()
-        self.log(f"{len(plan['items'])} videos to shard ({len(plan['skipped'])} rejected at discovery), "
-                 f"{len(plan['label_map'])} labels -> {self.out}")
+        episodes = any((it.get("extra") or {}).get("trajectory") for it in plan["items"])
+        self.log(f"{len(plan['items'])} {'episodes' if episodes else 'videos'} to shard ({len(plan['skipped'])} "
+                 f"rejected at discovery), {'trajectories' if episodes else str(len(plan['label_map'])) + ' labels'}"
+                 f" -> {self.out}")
         self.encode(plan, progress=progress)
         index = self.pack(plan)
         self.finish()
@@ -548,7 +563,31 @@ def tar_bytes(video: Path, sample: dict) -> int:
         return 512 + -(-n // 512) * 512
 
     meta = len(json.dumps(sample["meta"], sort_keys=True, ensure_ascii=False).encode())
-    return block(video.stat().st_size) + block(meta) + (block(8) if sample["label"] is not None else 0)
+    npz = block((video.parent / Path(sample["npz"]).name).stat().st_size) if sample.get("npz") else 0
+    return block(video.stat().st_size) + block(meta) + (block(8) if sample["label"] is not None else 0) + npz
+
+
+def _staged(work: Path, rel: str | None) -> str | None:
+    return None if rel is None else str(work / rel)
+
+
+def trajectory_summary(samples: list[dict]) -> dict | None:
+    """What the loader checks a trajectory dataset against (None for video shards): the dimensions,
+    the action rules and the frames held."""
+    metas = [s["meta"]["trajectory"] for s in samples if "trajectory" in s["meta"]]
+    if not metas:
+        return None
+    def values(key):
+        return sorted({m[key] for m in metas if m.get(key) is not None})
+    return {"episodes_samples": len(metas), "action_dim": values("action_dim"), "state_dim": values("state_dim"),
+            "extrinsics_dim": values("extrinsics_dim"), "action_rule": values("action_rule"),
+            "layout": values("layout"), "frames": sum(m["frames"] for m in metas),
+            "with_extrinsics": sum(1 for m in metas if m.get("extrinsics_dim") is not None),
+            # what the build did to samples that did not fit exactly (see shards/trajectories.py)
+            "trimmed": sum(1 for m in metas if m.get("trimmed")),
+            "extrinsics_dropped": sum(1 for m in metas if m.get("extrinsics_dropped")),
+            "states_recorded": sum(1 for m in metas if m.get("states_recorded", True)),
+            "fps_from_episode": sum(1 for m in metas if m.get("fps_source") == "episode")}
 
 
 def file_sha256(path: Path) -> str:

@@ -2,8 +2,12 @@
 
 A shard folder holds ``index.json``, the shards ``<prefix>-NNNNNN.tar`` and, next to each, its
 ``<prefix>-NNNNNN.stats.json``. A shard is a WebDataset tar: per sample, consecutive members
-``<key>.mp4`` (the video), ``<key>.json`` (metadata, REQUIRED_FIELDS at least) and ``<key>.cls``
-(the integer label, only when labelled). The writer is :mod:`.tario`; this module owns the rest:
+``<key>.mp4`` (the video), ``<key>.json`` (metadata, REQUIRED_FIELDS at least), ``<key>.cls``
+(the integer label, only when labelled) and ``<key>.npz`` (trajectory shards only: the sample's
+actions / states / extrinsics, read with ``allow_pickle=False``; see :mod:`.trajectory_build`). The writer is :mod:`.tario`; this module owns the rest:
+
+- the ``.npz`` member: :func:`npz_bytes` writes it (deterministic bytes), :func:`read_npz` is the one
+  reader of it (never unpickles);
 
 - the index: :data:`INDEX_FORMAT` / :data:`INDEX_VERSION`, and :func:`read_index`, the one reader
   and validator of ``index.json``;
@@ -20,7 +24,7 @@ What the tar reader guarantees, whoever calls it:
   share the part before the first dot is one sample;
 - member names are never used as paths: the key is the base name, so absolute or ``../`` names
   point nowhere; such names and non-file members are reported (``odd``), never followed;
-- only the first ``.mp4`` / ``.json`` / ``.cls`` of a sample is read into memory, any other member
+- only the first ``.mp4`` / ``.json`` / ``.cls`` / ``.npz`` of a sample is read into memory, any other member
   is skipped unread;
 - nothing is unpickled or decoded here: payloads are bytes, parsed (JSON, int) only by callers
   that want them;
@@ -38,9 +42,11 @@ of those. Its ``gopen`` opens URLs for us.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tarfile
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import suppress
 from pathlib import Path, PurePosixPath
@@ -52,7 +58,7 @@ from .sources import discover
 INDEX_NAME = "index.json"
 INDEX_FORMAT, INDEX_VERSION = "vjepa-shards", 1
 SUPPORTED_VERSIONS = (INDEX_VERSION,)
-SAMPLE_SUFFIXES = ("mp4", "json", "cls")  # the members of a sample, in the order they are written
+SAMPLE_SUFFIXES = ("mp4", "json", "cls", "npz")  # the members of a sample, in the order they are written
 # Fields every sample's .json must carry (what loaders and statistics rely on).
 REQUIRED_FIELDS = ("key", "source", "clip_start", "clip_end", "fps", "num_frames", "width", "height",
                    "duration", "label", "label_name")
@@ -214,7 +220,7 @@ class _EndGuard:
 
 def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
     """Yield one dict per sample of the local shard ``path``: {'key', 'mp4': bytes, 'json': dict,
-    'cls': int | None, 'members': [suffixes]}. A broken tar raises TarBroken (the sample it broke
+    'cls': int | None, 'npz': bytes | None, 'members': [suffixes]}. A broken tar raises TarBroken (the sample it broke
     in is not yielded)."""
     with open(path, "rb") as fh:
         for group in iter_groups(fh):
@@ -222,7 +228,8 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
                 continue  # TarBroken follows
             yield {"key": group["key"], "mp4": group.get("mp4"),
                    "json": json.loads(group["json"]) if "json" in group else None,
-                   "cls": int(group["cls"]) if "cls" in group else None, "members": group["suffixes"]}
+                   "cls": int(group["cls"]) if "cls" in group else None, "npz": group.get("npz"),
+                   "members": group["suffixes"]}
 
 
 def _open_url(url: str):
@@ -253,6 +260,36 @@ def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], No
                 stream.close()
 
 
+# ---- trajectory arrays: the .npz member ------------------------------------------------------
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def npz_bytes(arrays: dict) -> bytes:
+    """An ``.npz`` that ``np.load(allow_pickle=False)`` reads, byte-identical for identical arrays
+    (``np.savez`` stamps the current time into the zip)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in sorted(arrays):
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(arrays[name]), allow_pickle=False)
+            zf.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_TIME), member.getvalue())
+    return buf.getvalue()
+
+
+def read_npz(data: bytes) -> dict:
+    """The arrays (name -> numpy array) of a sample's ``.npz`` member (never unpickled); ValueError
+    when it is not one."""
+    import numpy as np
+
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            return {name: z[name] for name in z.files}
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        raise ValueError(f"not a trajectory npz: {exc}") from None
+
+
 # ---- plain file lists ------------------------------------------------------------------------
 def read_file_list(path: str | os.PathLike) -> list[SourceItem]:
     """The videos a plain file list names (official V-JEPA CSV ``path label``, or any manifest
@@ -266,4 +303,4 @@ def read_file_list(path: str | os.PathLike) -> list[SourceItem]:
 
 __all__ = ["INDEX_FORMAT", "INDEX_NAME", "INDEX_VERSION", "REQUIRED_FIELDS", "SAMPLE_SUFFIXES",
            "ShardFormatError", "TarBroken", "index_file", "iter_groups", "iter_shard", "iter_url_groups",
-           "read_file_list", "read_index", "shard_name", "shard_paths", "stats_name"]
+           "npz_bytes", "read_file_list", "read_index", "read_npz", "shard_name", "shard_paths", "stats_name"]

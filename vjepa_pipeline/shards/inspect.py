@@ -26,10 +26,12 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import numpy as np
+
 from ..utils.atomic import atomic_path
 from .decoders import DEFAULT_DECODER, DecodeError, DecoderUnavailable, get_decoder
 from .format import (REQUIRED_FIELDS, SAMPLE_SUFFIXES, ShardFormatError, TarBroken, iter_groups, read_index,
-                     stats_name)
+                     read_npz, stats_name)
 
 DURATION_BINS = ((1.0, "<1s"), (2.0, "1-2s"), (5.0, "2-5s"), (10.0, "5-10s"), (30.0, "10-30s"),
                  (60.0, "30-60s"), (math.inf, ">60s"))
@@ -312,6 +314,9 @@ class _Inspector:
                 bad(f"{where}: missing .{suffix}")
 
         meta = self.check_meta(where, key, group)
+        if meta is not None and ("trajectory" in meta or "npz" in group):
+            for problem in trajectory_problems(meta, group.get("npz")):
+                bad(f"{where}: {problem}")
         mp4 = group.get("mp4")
         if mp4 is not None and not mp4:
             bad(f"{where}: empty .mp4")
@@ -514,3 +519,40 @@ def write_contact_sheet(path: Path, rows: list[tuple[str, list]]) -> None:
 
 __all__ = ["InspectError", "InspectReport", "duration_bin", "inspect_shards", "load_index",
            "write_contact_sheet"]
+
+
+def trajectory_problems(meta: dict, npz: bytes | None) -> list[str]:
+    """What is wrong with a trajectory sample's arrays: readable without pickles, finite, one state
+    (and extrinsics) row per frame, one action row per frame but the last, dimensions as the .json says
+    (actions: unless the rule is pose_delta, whose actions are recomputed by the loader)."""
+    traj = meta.get("trajectory")
+    if not isinstance(traj, dict):
+        return ["a .npz member without .json trajectory metadata"]
+    if npz is None:
+        return ["trajectory sample without its .npz arrays"]
+    try:
+        arrays = read_npz(npz)
+    except ValueError as exc:
+        return [f".npz unreadable ({str(exc)[:120]})"]
+    n, out = meta.get("num_frames"), []
+    rows = {"states": n, "extrinsics": n, "actions": None if n is None else n - 1}
+    for name, arr in arrays.items():
+        if name not in rows:
+            out.append(f".npz holds an unknown array {name!r}")
+        elif arr.ndim != 2 or not np.issubdtype(arr.dtype, np.floating):
+            out.append(f".npz {name} is not a 2-D float array ({arr.dtype}, shape {arr.shape})")
+        elif not np.isfinite(arr).all():
+            out.append(f".npz {name} holds non-finite values")
+        elif rows[name] is not None and len(arr) != rows[name]:
+            out.append(f".npz has {len(arr)} {name} rows for {n} frames (expected {rows[name]})")
+    if "states" not in arrays:
+        out.append(".npz has no states")
+    dims = [("states", traj.get("state_dim")), ("extrinsics", traj.get("extrinsics_dim"))]
+    if traj.get("action_rule") != "pose_delta":
+        dims.append(("actions", traj.get("action_dim")))
+    for name, dim in dims:
+        if name in arrays and arrays[name].ndim == 2 and arrays[name].shape[1] != dim:
+            out.append(f".npz {name} are {arrays[name].shape[1]}-D but the .json says {dim}")
+    if traj.get("action_rule") != "pose_delta" and "actions" not in arrays:
+        out.append(f".npz has no actions (action rule {traj.get('action_rule')!r} needs them)")
+    return out

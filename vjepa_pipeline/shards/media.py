@@ -315,13 +315,17 @@ def output_geometry(width: int, height: int, short_side: int | None) -> tuple[in
 
 def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings,
                    start: float | None = None, end: float | None = None,
-                   size: tuple[int, int] | None = None) -> list[str]:
+                   size: tuple[int, int] | None = None, frames: tuple[int, int] | None = None) -> list[str]:
     """The ffmpeg argument list for one clip (deterministic: one encoder thread, no metadata).
 
     The output is what a player shows, in square pixels at a constant rate: ffmpeg applies the
     display rotation before our filters (so the size is computed from the rotated, aspect-corrected
     size), interlaced sources are deinterlaced, and variable-rate sources are resampled to their
-    true mean rate."""
+    true mean rate.
+
+    ``frames`` = (a, b): frame-exact mode (trajectories): output frame j is decoded frame a + j, for
+    j < b - a, whatever the timestamps say (decoding from the start, no seek, no resampling; the
+    output runs at ``settings.fps`` or the source's mean rate). ``start`` / ``end`` are ignored."""
     w, h = size or output_geometry(*info.display_size, settings.short_side)
     fps = settings.fps or info.fps
     gop = max(1, round(fps * settings.gop_seconds))
@@ -329,6 +333,8 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
     # Containers without a frame index (MPEG program streams, AVI, ...) land input seeks anywhere
     # near: there a fast input seek goes to PREROLL_SECONDS before the clip, then an exact output
     # seek decodes the pre-roll and discards it, so the clip starts where it says.
+    if frames is not None:
+        start, end = 0.0, None
     start = start or 0.0
     if info.timestamps_reset:  # a time is ambiguous there: decode from the start
         coarse = 0.0
@@ -341,9 +347,16 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
         cmd += ["-ss", f"{start - coarse:.6f}"]
     if end is not None:
         cmd += ["-t", f"{end - start:.6f}"]
-    vf = ["bwdif=mode=send_frame:deint=interlaced"] if info.interlaced else []
+    vf = []
+    if frames is not None:  # trim counts decoded frames; the new timestamps are their indices at fps
+        vf.append(f"trim=start_frame={int(frames[0])}:end_frame={int(frames[1])},settb=AVTB,"
+                  f"setpts=N/({fps:.9g}*TB)")
+    if info.interlaced:
+        vf.append("bwdif=mode=send_frame:deint=interlaced")  # one frame out per frame in
     vf.append(f"scale={w}:{h}:flags=area,setsar=1")  # square pixels (scale would keep the aspect in the SAR)
-    if settings.fps or info.variable_rate:
+    if frames is not None:
+        cmd += ["-fps_mode", "passthrough"]
+    elif settings.fps or info.variable_rate:
         vf.append(f"fps={fps:.6g}")
     cmd += [
         "-map", "0:v:0", "-an", "-sn", "-dn", "-map_metadata", "-1", "-vf", ",".join(vf),
@@ -357,12 +370,15 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
 
 def encode_clip(src: str, dst: str, info: VideoInfo, settings: EncodeSettings, start: float | None = None,
                 end: float | None = None, timeout: float | None = None,
-                size: tuple[int, int] | None = None) -> VideoInfo:
-    """Re-encode [start, end) of ``src`` into ``dst`` and return the probed output."""
+                size: tuple[int, int] | None = None, frames: tuple[int, int] | None = None) -> VideoInfo:
+    """Re-encode [start, end) of ``src`` (or its frames [a, b), see :func:`encode_command`) into ``dst``
+    and return the probed output."""
+    if frames is not None:
+        start, end = 0.0, frames[1] / info.fps
     span = (end if end is not None else info.duration) - (start or 0.0)
     timeout = timeout if timeout is not None else 120 + 20 * max(span, 0.0)
     try:
-        run = subprocess.run(encode_command(src, dst, info, settings, start, end, size), stdin=subprocess.DEVNULL,
+        run = subprocess.run(encode_command(src, dst, info, settings, start, end, size, frames), stdin=subprocess.DEVNULL,
                              capture_output=True, timeout=timeout)
     except subprocess.TimeoutExpired:  # a generous limit (20x the clip's length): the input hangs ffmpeg
         raise MediaError("encode timeout", f"ffmpeg ran over {timeout:.0f} s") from None
@@ -394,6 +410,24 @@ def encode_clip(src: str, dst: str, info: VideoInfo, settings: EncodeSettings, s
         if exc.reason in ("empty file", "missing file", "unreadable"):  # our output, gone or unwritten
             raise EnvironmentalError("output lost", f"{exc.reason} after ffmpeg succeeded: {dst}") from None
         raise
+
+
+def encode_readable(src: str, tmp: str | os.PathLike, info: VideoInfo, settings, start: float | None,
+                    end: float | None, frames: tuple[int, int] | None = None) -> VideoInfo:
+    """encode_clip, then make sure the loader's decoder reads the result: decord misreads some
+    frame widths (48 px among them), so a clip it cannot read is encoded again up to 6 px wider
+    (a small stretch on a tiny video) before the input is given up as unreadable."""
+    out = encode_clip(src, str(tmp), info, settings, start, end, frames=frames)
+    problem = loader_problem(tmp, out.num_frames, whole=False)
+    width, height = out.width, out.height
+    for extra in (2, 4, 6):
+        if problem is None:
+            return out
+        out = encode_clip(src, str(tmp), info, settings, start, end, size=(width + extra, height), frames=frames)
+        problem = loader_problem(tmp, out.num_frames, whole=False)
+    if problem is not None:
+        raise MediaError("unreadable by the loader's decoder", problem)
+    return out
 
 
 def loader_problem(path: str | os.PathLike, num_frames: int, decoder: str | None = None,

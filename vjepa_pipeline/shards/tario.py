@@ -3,7 +3,8 @@ are in :mod:`.format`).
 
 A shard is written to a temporary file and renamed into place, so it is either whole or absent.
 Members carry fixed ownership and mtime, so the same samples give byte-identical shards.
-Members per sample, in this order: ``<key>.mp4``, ``<key>.json``, ``<key>.cls`` (if labelled).
+Members per sample, in this order: ``<key>.mp4``, ``<key>.json``, ``<key>.cls`` (if labelled),
+``<key>.npz`` (trajectories: actions / states / extrinsics, see :mod:`.trajectory_build`).
 Nothing pickled is ever written.
 """
 
@@ -25,6 +26,7 @@ class ShardSample:
     video_path: str  # staged file streamed into the tar (never read whole)
     meta: dict
     label: int | None = None
+    npz_path: str | None = None  # trajectories: the staged arrays file
 
 
 def _info(name: str, size: int) -> tarfile.TarInfo:
@@ -49,5 +51,8 @@ def write_shard(path: str | os.PathLike, samples: Iterable[ShardSample]) -> dict
                 if s.label is not None:
                     cls = str(int(s.label)).encode()
                     tar.addfile(_info(f"{s.key}.cls", len(cls)), io.BytesIO(cls))
+                if s.npz_path is not None:
+                    with open(s.npz_path, "rb") as fh:
+                        tar.addfile(_info(f"{s.key}.npz", os.path.getsize(s.npz_path)), fh)
                 count += 1
     return {"samples": count, "bytes": os.path.getsize(path)}

@@ -9,9 +9,10 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
-from ..data.batch import ClipBatch
+from ..data.batch import ClipBatch, TrajectoryBatch
 from ..data.loader import StreamState, build_train_stream, make_dataloader
 from ..data.synthetic import SyntheticClips, synthetic_batch
+from ..data.trajectory_stream import build_trajectory_stream
 
 
 class SyntheticStream(IterableDataset):
@@ -48,6 +49,9 @@ class TrainDataModule(L.LightningDataModule):
         if d.source == "synthetic":
             self.stream = SyntheticStream(d, rank, d.batches_per_epoch or 1000)
             workers = 0
+        elif self.cfg.objective.kind == "action_conditioned":
+            self.stream = build_trajectory_stream(self.cfg, rank, world)
+            workers = d.num_workers
         else:
             self.stream = build_train_stream(d, rank, world)
             workers = d.num_workers
@@ -58,7 +62,7 @@ class TrainDataModule(L.LightningDataModule):
                 state.load_state_dict(json.loads(path.read_text()), reseed=d.reseed_on_world_size_change)
         self.stream_state = state
 
-    def on_after_batch_transfer(self, batch: ClipBatch, dataloader_idx: int) -> ClipBatch:
+    def on_after_batch_transfer(self, batch: ClipBatch | TrajectoryBatch, dataloader_idx: int):
         # Lightning calls this for each batch it is about to train (not for prefetched ones), so
         # the state always names the next batch to train.
         self.stream_state.update(batch)

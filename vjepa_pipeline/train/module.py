@@ -68,7 +68,8 @@ class StepAccumulator:
         self.clips += batch.size
         self.flops += out.flops
         self.tokens += out.tokens
-        self.loader = {"attempts": batch.stream.attempts, "failures": batch.stream.failures}
+        if batch.stream is not None:
+            self.loader = {"attempts": batch.stream.attempts, "failures": batch.stream.failures}
 
 
 def step_record(step: int, acc: StepAccumulator, group: dict, extra: dict[str, float], now: float) -> dict:
@@ -143,7 +144,7 @@ class ObjectiveModule(L.LightningModule):
 
     def training_step(self, batch: ClipBatch, batch_idx: int):
         out = self.objective.step(batch)
-        if self.cfg.logging.trace_sample_keys:
+        if self.cfg.logging.trace_sample_keys and batch.stream is not None:
             self._trace_keys(batch.stream.step, batch.keys)
         acc = self._acc
         acc.add(out, batch, self.accumulate)

@@ -37,6 +37,12 @@ class StepRecord:
 def run_objective(cfg, steps: int | None = None, on_step: Callable[[StepRecord], None] | None = None) -> list[StepRecord]:
     """Train ``cfg``'s objective for ``steps`` optimizer steps (default ``cfg.train.max_steps``) on
     generated clips; returns one record per step. Deterministic for a fixed config on CPU."""
+    if cfg.objective.kind != "vjepa":
+        from ..errors import ConfigError
+
+        raise ConfigError(f"`vjepa objective` runs the V-JEPA objective on generated clips; objective.kind="
+                          f"{cfg.objective.kind!r} trains with `vjepa pretrain` on its own data (world models: "
+                          "configs/world_model/moving_square_cpu.yaml)")
     total = steps or cfg.train.max_steps
     objective = build_objective(cfg, total_steps=total)
     networks = list(objective.trainable_networks().values())

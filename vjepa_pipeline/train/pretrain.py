@@ -153,6 +153,7 @@ def _train(cfg, flag, term, extra_callbacks, progress, run_dir, lock_callback, r
     from .metrics import MetricsCallback
     from .module import ObjectiveModule
     from .preemption import PreemptionCallback, Terminated
+    from .world_model import build_training_objective
 
     use_gpu = torch.cuda.is_available() and cfg.train.accelerator != "cpu"
     if cfg.train.accelerator == "gpu" and not torch.cuda.is_available():
@@ -175,7 +176,8 @@ def _train(cfg, flag, term, extra_callbacks, progress, run_dir, lock_callback, r
         slurm_job.record_job_start(run_dir, str(last) if last else None)
     interactive = is_interactive() if progress is None else progress
 
-    module = ObjectiveModule(cfg, last_checkpoint=str(last) if last else None)
+    module = ObjectiveModule(cfg, last_checkpoint=str(last) if last else None,
+                             objective=build_training_objective(cfg))
     data = TrainDataModule(cfg, resume_dir=last)
     t = cfg.train
     callbacks = [
