@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from helpers import perturb_
 from vjepa_pipeline.checkpoint.ac_checkpoint import (
     HF_REFUSAL,
     export_ac_run,
@@ -43,15 +44,6 @@ OFFICIAL_KEYS = {"encoder", "predictor", "target_encoder", "opt", "scaler", "epo
 # ----------------------------------------------------------------------------- helpers
 def tiny_cfg(*overrides: str):
     return load_config(None, TINY + list(overrides))
-
-
-@torch.no_grad()
-def perturb_(module: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:
-    """Move every parameter (norms and biases included) so that a swapped or missed tensor shows."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * scale)
-    return module
 
 
 def fresh_predictor(cfg, seed: int = 99) -> nn.Module:

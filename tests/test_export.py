@@ -19,6 +19,7 @@ import torch.nn as nn
 
 from payloads import Payload
 
+from helpers import perturb_
 from vjepa_pipeline.errors import CheckpointError
 from vjepa_pipeline.checkpoint.export import (
     FORMATS,
@@ -45,15 +46,6 @@ STEP = 7
 # ----------------------------------------------------------------------------- helpers
 def debug_cfg(*overrides: str):
     return load_config(DEBUG, list(overrides))
-
-
-@torch.no_grad()
-def perturb_(module: nn.Module, seed: int, scale: float = 0.05) -> nn.Module:
-    """Move every parameter (LayerNorm, biases, mask tokens included) so a swapped tensor shows."""
-    gen = torch.Generator().manual_seed(seed)
-    for p in module.parameters():
-        p.add_(torch.randn(p.shape, generator=gen) * scale)
-    return module
 
 
 def build_parts(cfg, seed: int = 0):

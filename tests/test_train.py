@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 
+from helpers import StopAt
 from vjepa_pipeline.config import load_config
 from vjepa_pipeline.models import jepa as module_lib  # the objective calls jepa_forward / ema_update
 from vjepa_pipeline.train.module import ObjectiveModule, TrainingStopped
@@ -29,17 +29,6 @@ def cfg_for(tmp_path, *overrides):
 
 def metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-
-
-class StopAt(L.Callback):
-    """Simulates a job killed right after the checkpoint of step ``step``."""
-
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
 
 
 def test_debug_recipe_trains_and_writes_the_run_directory(tmp_path):

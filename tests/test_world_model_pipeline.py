@@ -11,11 +11,11 @@ import json
 import subprocess
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
 
+from helpers import StopAt
 from vjepa_pipeline.config import ConfigError, ShardsConfig, load_config
 from vjepa_pipeline.data.trajectory_stream import build_trajectory_stream
 from vjepa_pipeline.errors import LoaderError
@@ -166,15 +166,6 @@ def test_trajectory_sources_refuse_frame_rate_changes(tmp_path):
 
 
 # ---- DROID: shards -> loader -> training, resume equivalence -------------------------------------
-
-class StopAt(L.Callback):
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.global_step >= self.step:
-            trainer.should_stop = True
-
 
 @pytest.fixture(scope="module")
 def droid_shards(tmp_path_factory):

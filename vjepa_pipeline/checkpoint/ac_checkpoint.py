@@ -39,7 +39,7 @@ from ..utils.atomic import atomic_torch_save
 from .ac_layout import (ACPredictorShape, ac_predictor_from_official, ac_predictor_to_official,
                         describe_ac_predictor)
 from .export import (OFFICIAL_GROUPS, TRAINING_FORMAT_VERSION, ExportResult, adamw_group, clean_key,
-                     lightning_optimizer_state, objective_kind, official_epoch_of, official_no_decay,
+                     group_hyperparameters, lightning_optimizer_state, objective_kind, official_epoch_of, official_no_decay,
                      official_order_key, official_parameters, official_scaler, resolve_checkpoint,
                      safe_torch_load)
 from .interop import NATIVE_FORMAT, load_state_strict, save_native, with_position_tables
@@ -396,18 +396,9 @@ def official_ac_optimizer_state(run: ACRun, encoder: nn.Module, predictor: nn.Mo
     and the official predictor, official order, ``WD_exclude`` on the no-decay groups, ``lr_scale`` 1 on the
     encoder's) carrying the predictor's moments and step counts, moved by name; an empty state (AdamW
     restarts its moments) when our state cannot be mapped exactly. Plus a note."""
-    from ..models.optim import learning_rate, weight_decay
-
     cfg, saved = run.config, run.optimizer_state
     groups = official_ac_param_groups(encoder, predictor)
-    decay_group = saved["param_groups"][0] if saved and saved.get("param_groups") else None
-    if decay_group is not None:
-        lr, wd = float(decay_group.get("lr", cfg.optim.lr)), float(decay_group.get("weight_decay", 0.0))
-        betas, eps = decay_group.get("betas", cfg.optim.betas), float(decay_group.get("eps", cfg.optim.eps))
-    else:
-        total, step = cfg.train.max_steps, run.step or 0
-        lr, wd = learning_rate(cfg.optim, step, total), weight_decay(cfg.optim, step, total)
-        betas, eps = cfg.optim.betas, cfg.optim.eps
+    decay_group, (lr, wd, betas, eps) = group_hyperparameters(cfg, saved, run.step or 0)
     param_groups, start = [], 0
     for g, (part, no_decay) in zip(groups, OFFICIAL_GROUPS):
         group = adamw_group(lr, betas, eps, 0.0 if no_decay else wd, decay_group)

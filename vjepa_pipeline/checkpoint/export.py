@@ -537,6 +537,22 @@ def _map_saved_state(saved: dict, cfg, encoder: nn.Module, predictor: nn.Module)
     return out
 
 
+def group_hyperparameters(cfg, saved: dict | None, step: int) -> tuple[dict | None, tuple]:
+    """(our first optimizer group or None, (lr, weight decay, betas, eps)) for an official ``opt``: the
+    values the saved optimizer last used, else the schedules' values at ``step``."""
+    from ..models.optim import learning_rate, weight_decay
+
+    decay_group = saved["param_groups"][0] if saved and saved.get("param_groups") else None
+    if decay_group is not None:
+        lr, wd = float(decay_group.get("lr", cfg.optim.lr)), float(decay_group.get("weight_decay", 0.0))
+        betas, eps = decay_group.get("betas", cfg.optim.betas), float(decay_group.get("eps", cfg.optim.eps))
+    else:
+        total = cfg.train.max_steps
+        lr, wd = learning_rate(cfg.optim, step, total), weight_decay(cfg.optim, step, total)
+        betas, eps = cfg.optim.betas, cfg.optim.eps
+    return decay_group, (lr, wd, betas, eps)
+
+
 def official_optimizer_state(ckpt: TrainingCheckpoint, encoder: nn.Module, predictor: nn.Module) -> tuple[dict, str]:
     """``opt`` for the official trainers: an AdamW state_dict laid out as their init_opt's optimizer
     (four groups, the official parameter order, WD_exclude on the no-decay groups), carrying our
@@ -546,20 +562,11 @@ def official_optimizer_state(ckpt: TrainingCheckpoint, encoder: nn.Module, predi
     parameter, a group or shape mismatch) the groups are written with an empty state, which the
     official optimizer loads as well: AdamW then restarts its moments (and bias correction) at the
     first resumed step."""
-    from ..models.optim import learning_rate, weight_decay
-
     cfg, step = ckpt.config, ckpt.step or 0
     groups = official_param_groups(encoder, predictor)
     index = {(part, n): i for i, (part, n, _) in enumerate(pn for g in groups for pn in g)}
     saved = ckpt.optimizer_state
-    decay_group = saved["param_groups"][0] if saved and saved.get("param_groups") else None
-    if decay_group is not None:
-        lr, wd = float(decay_group.get("lr", cfg.optim.lr)), float(decay_group.get("weight_decay", 0.0))
-        betas, eps = decay_group.get("betas", cfg.optim.betas), float(decay_group.get("eps", cfg.optim.eps))
-    else:
-        total = cfg.train.max_steps
-        lr, wd = learning_rate(cfg.optim, step, total), weight_decay(cfg.optim, step, total)
-        betas, eps = cfg.optim.betas, cfg.optim.eps
+    decay_group, (lr, wd, betas, eps) = group_hyperparameters(cfg, saved, step)
     param_groups, start = [], 0
     for g, (_, no_decay) in zip(groups, OFFICIAL_GROUPS):
         group = adamw_group(lr, betas, eps, 0.0 if no_decay else wd, decay_group)

@@ -89,6 +89,12 @@ def random_resized_crop_params(
         h = int(round(math.sqrt(target_area / aspect)))
         if 0 < w <= width and 0 < h <= height:
             return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    return central_view(height, width, ratio)
+
+
+def central_view(height: int, width: int, ratio: Sequence[float]) -> tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of the whole frame with its aspect clamped to ``ratio`` by a central
+    crop: torchvision's ``RandomResizedCrop`` fallback."""
     in_ratio = width / height
     if in_ratio < ratio[0]:
         w, h = width, max(1, min(height, int(round(width / ratio[0]))))
@@ -130,14 +136,7 @@ def center_view(frames: torch.Tensor, crop_size: int, ratio: Sequence[float] = (
     ``crop_size``. (T, H, W, C) uint8 -> (T, S, S, C) uint8."""
     _check_frames(frames)
     _, height, width, _ = frames.shape
-    in_ratio = width / height
-    if in_ratio < ratio[0]:
-        w, h = width, max(1, min(height, int(round(width / ratio[0]))))
-    elif in_ratio > ratio[1]:
-        h, w = height, max(1, min(width, int(round(height * ratio[1]))))
-    else:
-        h, w = height, width
-    top, left = (height - h) // 2, (width - w) // 2
+    top, left, h, w = central_view(height, width, ratio)
     return _resize_thwc(frames[:, top : top + h, left : left + w], (crop_size, crop_size))
 
 

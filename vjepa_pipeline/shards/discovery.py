@@ -6,22 +6,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .items import (Candidate, SourceError, SourceItem, SourceList, file_id, first_skip, has_ext, make_uid,
-                    nfc, order_items)
+from .items import (Candidate, SourceError, SourceItem, SourceList, file_id, first_skip, has_ext, is_utf8,
+                    make_uid, nfc, order_items, printable)
 from .labels import resolve_labels
-
-
-def _printable(s: str) -> str:
-    """A path that may hold undecodable bytes (surrogate escapes), made safe to print/serialise."""
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _is_utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
@@ -39,7 +26,7 @@ def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
             with os.scandir(directory) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            skipped.append({"path": _printable(directory),
+            skipped.append({"path": printable(directory),
                             "reason": f"unreadable directory: {exc.strerror or exc}"})
             continue
         subdirs = []
@@ -54,12 +41,12 @@ def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
                 try:
                     dst = entry.stat()
                 except OSError as exc:
-                    skipped.append({"path": _printable(entry.path),
+                    skipped.append({"path": printable(entry.path),
                                     "reason": f"unreadable directory: {exc.strerror or exc}"})
                     continue
                 key = (dst.st_dev, dst.st_ino)
                 if key in visited:
-                    skipped.append({"path": _printable(entry.path),
+                    skipped.append({"path": printable(entry.path),
                                     "reason": "directory already visited (symlink loop or repeated link)"})
                     continue
                 visited.add(key)
@@ -67,7 +54,7 @@ def _walk(root: str, exts: tuple[str, ...], skipped: list[dict]):
                 continue
             if not has_ext(entry.name, exts):
                 ext = os.path.splitext(entry.name)[1].lower() or "no extension"
-                ignored.append({"path": _printable("/".join(parts + (entry.name,))),
+                ignored.append({"path": printable("/".join(parts + (entry.name,))),
                                 "reason": f"not a video file extension ({ext})"})
                 continue
             try:
@@ -96,13 +83,13 @@ def discover_directory(root: str, exts, label_map, labelled, seed) -> SourceList
     if labelled is None:
         labelled = {len(parts) for parts, _, _ in videos} == {2}
     if labelled and label_map is None:  # ids from every class folder holding a video file, readable or not
-        names = {nfc(parts[0]) for parts, _, _ in videos if len(parts) >= 2 and _is_utf8(parts[0])}
+        names = {nfc(parts[0]) for parts, _, _ in videos if len(parts) >= 2 and is_utf8(parts[0])}
         label_map = {name: i for i, name in enumerate(sorted(names))}
     cands: list[Candidate] = []
     for parts, path, info in videos:
         rel = "/".join(parts)
-        if not _is_utf8(rel):
-            skipped.append({"path": _printable(path), "reason": "file name is not valid UTF-8"})
+        if not is_utf8(rel):
+            skipped.append({"path": printable(path), "reason": "file name is not valid UTF-8"})
             continue
         if isinstance(info, str):
             skipped.append({"path": path, "reason": info})

@@ -94,6 +94,19 @@ def nfc(name: str) -> str:
     return unicodedata.normalize("NFC", name)
 
 
+def printable(s: str) -> str:
+    """A path that may hold undecodable bytes (surrogate escapes), made safe to print/serialise."""
+    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def is_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def has_ext(name: str, exts: tuple[str, ...]) -> bool:
     low = name.lower()
     return any(low.endswith(ext) and len(low) > len(ext) for ext in exts)

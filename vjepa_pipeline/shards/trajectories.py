@@ -53,8 +53,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from .actions import ACTION_RULES, POSE_DIM, pose_deltas, window_actions
-from .items import (SourceError, SourceItem, SourceList, first_skip, has_ext, make_uid, order_items,
-                    read_text, text_lines)
+from .items import (SourceError, SourceItem, SourceList, first_skip, has_ext, is_utf8, make_uid, order_items,
+                    printable, read_text, text_lines)
 from .media import MediaError, environmental
 from .sources import VIDEO_EXTENSIONS
 from .trajectory_files import (ROLES, SINGULAR, EpisodeArrays, check_lengths, droid_shapes, list_frames,
@@ -69,18 +69,6 @@ _PARALLEL_MIN = 64  # more episodes than this are checked with a thread pool (ne
 
 def _skip(path: str, reason: str, detail: str = "") -> dict:
     return {"path": path, "reason": reason, "detail": detail}
-
-
-def _printable(s: str) -> str:
-    return s.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-
-
-def _is_utf8(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # ----------------------------------------------------------------------------- the walk
@@ -120,11 +108,11 @@ def _walk(root: str, skipped: list[dict]) -> Iterator[tuple[str, str, dict[str, 
         try:
             entries = _list_dir(directory)
         except OSError as exc:
-            skipped.append(_skip(_printable(directory), "unreadable directory", exc.strerror or str(exc)))
+            skipped.append(_skip(printable(directory), "unreadable directory", exc.strerror or str(exc)))
             continue
         kind = _folder_kind(entries)
-        if kind is not None and not _is_utf8(rel):
-            skipped.append(_skip(_printable(directory), "file name is not valid UTF-8"))
+        if kind is not None and not is_utf8(rel):
+            skipped.append(_skip(printable(directory), "file name is not valid UTF-8"))
             continue
         if kind is not None:
             yield rel, directory, entries, kind
@@ -137,10 +125,10 @@ def _walk(root: str, skipped: list[dict]) -> Iterator[tuple[str, str, dict[str, 
             try:
                 st = os.stat(path)
             except OSError as exc:
-                skipped.append(_skip(_printable(path), "unreadable directory", exc.strerror or str(exc)))
+                skipped.append(_skip(printable(path), "unreadable directory", exc.strerror or str(exc)))
                 continue
             if (st.st_dev, st.st_ino) in visited:
-                skipped.append(_skip(_printable(path), "directory already visited",
+                skipped.append(_skip(printable(path), "directory already visited",
                                      "symlink loop or repeated link"))
                 continue
             visited.add((st.st_dev, st.st_ino))
@@ -244,7 +232,8 @@ def _side_dims(sides: dict, rule: str, missing_where: str) -> tuple[dict, str | 
             dropped = f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason
     states = shapes.get("states")
     if states is not None and "actions" in shapes and shapes["actions"][0] not in (states[0], states[0] - 1):
-        raise MediaError("action / state count mismatch", f"{shapes['actions'][0]} actions for {states[0]} states")
+        raise MediaError("action / state count mismatch",
+                         f"{shapes['actions'][0]} actions for {states[0]} states")
     return {role: shape[1] for role, shape in shapes.items()}, dropped
 
 
