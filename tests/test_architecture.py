@@ -26,13 +26,13 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1] / "vjepa_pipeline"
 # layout table in step with this list.
 LAYERS: list[set[str]] = [
     {"errors", "utils"},          # shared exceptions, atomic writes, JSONL
-    {"envs"},                     # (planned) embedded environments: utilities only, like a user's robot
+    {"envs"},                     # embedded environments: utilities only, like a user's robot
     {"config"},                   # the typed config tree, loader, validation, named sizes
     {"models"},                   # pure torch: ViT, predictors, masks, positions, optim, EMA
     {"shards"},                   # shard format (index, tar reading, decoders), builder, inspector
     {"data"},                     # streaming loader, sampling, augmentation, batches
     {"objectives", "checkpoint"},  # pure-torch training objectives; checkpoint layouts / export
-    {"eval", "planning"},         # frozen-backbone evaluation; (planned) latent planning
+    {"eval", "planning"},         # frozen-backbone evaluation; latent planning
     {"train"},                    # Lightning adapter, strategies, callbacks, run directory
     {"launch"},                   # SLURM submission and job records
     {"demo"},                     # embedded end-to-end demos

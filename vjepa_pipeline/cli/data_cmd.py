@@ -38,7 +38,8 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser("data", help="datasets: generate the demo dataset or world-model trajectories",
                        description="Dataset utilities.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo|generate-trajectories>", required=True)
+    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo|generate-trajectories|collect>",
+                                required=True)
     g = data_sub.add_parser("generate-demo", help="write the motion-defined demo dataset (mp4 files)",
                             description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     g.add_argument("--out", type=Path, required=True,
@@ -65,6 +66,59 @@ def register(sub) -> None:
     t.add_argument("--fps", type=float, default=10, help="frame rate written to the files (default 10)")
     t.add_argument("--seed", type=int, default=0, help="seed (default 0; held-out episodes use other seeds)")
     t.set_defaults(run=run_generate_trajectories)
+    c = data_sub.add_parser("collect", help="roll policies in an embedded environment and write episodes",
+                            description=COLLECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("--env", required=True, help="environment: two_rooms or push")
+    c.add_argument("--out", type=Path, required=True, help="output folder (new, or an earlier collection to extend)")
+    c.add_argument("--episodes", type=int, default=200, metavar="N", help="episodes (default 200)")
+    c.add_argument("--steps", type=int, default=50, help="actions per episode (frames = steps + 1; default 50)")
+    c.add_argument("--policy-mix", type=float, default=0.5,
+                   help="share of noisy goal-reaching episodes, the rest random (default 0.5)")
+    c.add_argument("--fps", type=float, default=10, help="frame rate written to the videos (default 10)")
+    c.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    c.set_defaults(run=run_collect)
+
+
+COLLECT_HELP = """\
+Collect episodes in an embedded environment (vjepa_pipeline/envs) with a mix of policies: random
+(temporally correlated wandering) and noisy goal-reaching (waypoints, through the door in two_rooms;
+approach and push in push). Written in the generic trajectory layout, like a robot's logs:
+  <out>/ep_00000/{video.mp4, actions.npy (steps, 2), states.npy (steps + 1, S)} ...
+Deterministic in --seed; each episode is written whole (temporary folder, then renamed), and
+re-running the same command completes an interrupted collection.
+
+examples:
+  vjepa data collect --env two_rooms --out data/two_rooms/train --episodes 400
+  vjepa data collect --env two_rooms --out data/two_rooms/val --episodes 40 --seed 1
+  vjepa shards build data/two_rooms/train shards/two_rooms/train
+"""
+
+
+def run_collect(args) -> int:
+    from ..envs import ENVS
+    from ..errors import UsageError
+
+    if args.env not in ENVS:
+        raise UsageError(f"--env {args.env!r}: not an embedded environment (one of {', '.join(sorted(ENVS))})")
+    for name in ("episodes", "steps"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name}: must be >= 1")
+    if not 0.0 <= args.policy_mix <= 1.0:
+        raise UsageError(f"--policy-mix: a share in [0, 1], got {args.policy_mix}")
+    if not args.fps > 0:
+        raise UsageError(f"--fps: must be > 0, got {args.fps}")
+    from ..planning.collect import collect_episodes
+
+    t0 = time.monotonic()
+    try:
+        summary = collect_episodes(args.env, args.out, args.episodes, args.steps, seed=args.seed,
+                                   policy_mix=args.policy_mix, fps=args.fps)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    extra = {k: v for k, v in summary.items() if k in ("episodes_crossing", "episodes_pushing")}
+    print(f"{args.env}: {summary['written']} episodes written, {summary['skipped']} already there, in {args.out} "
+          f"({time.monotonic() - t0:.1f} s){'; ' + ', '.join(f'{k} {v}' for k, v in extra.items()) if extra else ''}")
+    return 0
 
 
 TRAJ_HELP = """\

@@ -20,12 +20,13 @@ from . import (
     launch_cmd,
     model_info,
     objective,
+    plan_cmd,
     pretrain_cmd,
     shards_cmd,
 )
 
-COMMANDS = (demo_cmd, data_cmd, shards_cmd, pretrain_cmd, eval_cmd, launch_cmd, export_cmd, objective, model_info,
-            config_cmd)
+COMMANDS = (demo_cmd, data_cmd, shards_cmd, pretrain_cmd, eval_cmd, plan_cmd, launch_cmd, export_cmd, objective,
+            model_info, config_cmd)
 
 DESCRIPTION = """\
 vjepa-pipeline: self-supervised video representation learning with V-JEPA.
