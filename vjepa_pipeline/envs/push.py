@@ -29,7 +29,10 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from .two_rooms import AGENT_COLOUR, disc_coverage, paint, rect_coverage, to_uint8
+from .base import (check_env_args, disc_coverage, goal_info, paint, parse_action, parse_point,
+                   pixel_state_space,
+                   rect_coverage, to_uint8)
+from .two_rooms import AGENT_COLOUR
 
 AGENT_RADIUS = 0.04
 BLOCK_HALF = 0.06
@@ -138,13 +141,6 @@ def fixed_pairs(n: int, seed: int = 0) -> list[tuple[Point, Point, Point]]:
     return [sample_task(rng) for _ in range(n)]
 
 
-def _point(value, name: str, lo: float = 0.0, hi: float = 1.0) -> tuple[float, float]:
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    if arr.shape != (2,) or not np.all(np.isfinite(arr)) or np.any(arr < lo) or np.any(arr > hi):
-        raise ValueError(f"{name} must be a finite (x, y) inside [{lo:g}, {hi:g}]^2, got {value!r}")
-    return float(arr[0]), float(arr[1])
-
-
 # ----------------------------------------------------------------------------- the environment
 
 class PushEnv(gymnasium.Env):
@@ -165,18 +161,10 @@ class PushEnv(gymnasium.Env):
 
     def __init__(self, size: int = 64, max_steps: int = 100, success_radius: float = 0.1,
                  render_mode: str | None = None):
-        if size < 8 or size % 2:
-            raise ValueError(f"size must be an even number >= 8, got {size}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_env_args(size, max_steps, render_mode)
         self.size, self.max_episode_steps = int(size), int(max_steps)
         self.success_radius, self.render_mode = float(success_radius), render_mode
-        self.observation_space = spaces.Dict({
-            "pixels": spaces.Box(0, 255, (self.size, self.size, 3), np.uint8),
-            "state": spaces.Box(0.0, 1.0, (4,), np.float32),
-        })
+        self.observation_space = pixel_state_space(self.size, 4)
         self.action_space = spaces.Box(-MAX_ACTION, MAX_ACTION, (2,), np.float32)
         self._agent, self._block, self._goal = (0.2, 0.5), (0.5, 0.5), (0.75, 0.5)
         self._push_dir = (1.0, 0.0)
@@ -213,9 +201,7 @@ class PushEnv(gymnasium.Env):
                 "state": np.array(self._agent + self._block, dtype=np.float32)}
 
     def _info(self) -> dict:
-        distance = math.hypot(self._goal[0] - self._block[0], self._goal[1] - self._block[1])
-        return {"distance": distance, "success": distance < self.success_radius,
-                "state": self.state, "goal": self.goal}
+        return goal_info(self._block, self._goal, self.success_radius, self.state, self.goal)
 
     # -- Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -224,12 +210,14 @@ class PushEnv(gymnasium.Env):
         unknown = sorted(set(options) - {"agent", "start", "block", "goal"})
         if unknown:
             raise ValueError(f"unknown reset option {unknown[0]!r} (known: agent, start, block, goal)")
-        block = _point(options["block"], "block", BLOCK_HALF, 1 - BLOCK_HALF) if "block" in options else None
+        block = None
+        if "block" in options:
+            block = parse_point(options["block"], "block", BLOCK_HALF, 1 - BLOCK_HALF)
         agent, block, goal = sample_task(self.np_random, block)
         if "agent" in options or "start" in options:
-            agent = _point(options.get("agent", options.get("start")), "agent")
+            agent = parse_point(options.get("agent", options.get("start")), "agent")
         if "goal" in options:
-            goal = _point(options["goal"], "goal", BLOCK_HALF, 1 - BLOCK_HALF)
+            goal = parse_point(options["goal"], "goal", BLOCK_HALF, 1 - BLOCK_HALF)
         if overlaps(*agent, *block):
             raise ValueError(f"the agent at {agent} overlaps the block at {block}")
         dist = math.hypot(goal[0] - block[0], goal[1] - block[1])
@@ -239,11 +227,8 @@ class PushEnv(gymnasium.Env):
         return self._obs(), self._info()
 
     def step(self, action):
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (2,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be 2 finite numbers (dx, dy), got {action!r}")
-        a = np.clip(a, -MAX_ACTION, MAX_ACTION)
-        ax, ay, bx, by = push_move(*self._agent, *self._block, float(a[0]), float(a[1]))
+        dx, dy = parse_action(action, MAX_ACTION)
+        ax, ay, bx, by = push_move(*self._agent, *self._block, dx, dy)
         self._agent, self._block = (ax, ay), (bx, by)
         self._steps += 1
         info = self._info()

@@ -27,6 +27,10 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from .base import (check_env_args, disc_coverage, goal_info, paint, parse_action, parse_point,
+                   pixel_state_space,
+                   rect_coverage, to_uint8)
+
 WALL_X, WALL_HALF = 0.5, 0.02
 DOOR_Y, DOOR_HALF = 0.5, 0.1
 AGENT_RADIUS = 0.04
@@ -37,40 +41,6 @@ MARGIN = 0.1  # random / fixed starts and goals keep this far from walls and bor
 BACKGROUND = (236, 234, 226)
 WALL_COLOUR = (46, 48, 60)
 AGENT_COLOUR = (214, 40, 40)
-
-
-# ----------------------------------------------------------------------------- rasterising helpers
-
-def pixel_centres(size: int) -> np.ndarray:
-    """Pixel centres in world units, (size,) float64."""
-    return (np.arange(size, dtype=np.float64) + 0.5) / size
-
-
-def rect_coverage(size: int, x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
-    """Exact fraction of each pixel covered by the axis-aligned rectangle [x0, x1] x [y0, y1],
-    (size, size) float64 indexed [row (y), column (x)]."""
-    edges = np.arange(size + 1, dtype=np.float64) / size
-    cx = np.clip(np.minimum(edges[1:], x1) - np.maximum(edges[:-1], x0), 0, None) * size
-    cy = np.clip(np.minimum(edges[1:], y1) - np.maximum(edges[:-1], y0), 0, None) * size
-    return cy[:, None] * cx[None, :]
-
-
-def disc_coverage(size: int, x: float, y: float, radius: float) -> np.ndarray:
-    """Approximate pixel coverage of a disc (a one-pixel linear ramp at the rim), (size, size)."""
-    c = pixel_centres(size)
-    dist = np.hypot(c[None, :] - x, c[:, None] - y) * size
-    return np.clip(radius * size - dist + 0.5, 0.0, 1.0)
-
-
-def paint(image: np.ndarray, alpha: np.ndarray, colour: tuple[int, int, int]) -> None:
-    """Blend ``colour`` into the float image (H, W, 3) in place with per-pixel ``alpha``."""
-    a = alpha[:, :, None]
-    image *= 1.0 - a
-    image += a * np.asarray(colour, dtype=np.float64)
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 # ----------------------------------------------------------------------------- dynamics
@@ -137,13 +107,6 @@ def fixed_pairs(n: int, seed: int = 0, *, greedy_fails: bool = False
     return pairs
 
 
-def _point(value, name: str) -> tuple[float, float]:
-    arr = np.asarray(value, dtype=np.float64).reshape(-1)
-    if arr.shape != (2,) or not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr > 1):
-        raise ValueError(f"{name} must be a finite (x, y) inside [0, 1]^2, got {value!r}")
-    return float(arr[0]), float(arr[1])
-
-
 # ----------------------------------------------------------------------------- the environment
 
 class TwoRoomsEnv(gymnasium.Env):
@@ -165,18 +128,10 @@ class TwoRoomsEnv(gymnasium.Env):
 
     def __init__(self, size: int = 64, max_steps: int = 100, success_radius: float = 0.1,
                  render_mode: str | None = None):
-        if size < 8 or size % 2:
-            raise ValueError(f"size must be an even number >= 8, got {size}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
-        if render_mode not in (None, "rgb_array"):
-            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        check_env_args(size, max_steps, render_mode)
         self.size, self.max_episode_steps = int(size), int(max_steps)
         self.success_radius, self.render_mode = float(success_radius), render_mode
-        self.observation_space = spaces.Dict({
-            "pixels": spaces.Box(0, 255, (self.size, self.size, 3), np.uint8),
-            "state": spaces.Box(0.0, 1.0, (2,), np.float32),
-        })
+        self.observation_space = pixel_state_space(self.size, 2)
         self.action_space = spaces.Box(-MAX_ACTION, MAX_ACTION, (2,), np.float32)
         background = np.empty((self.size, self.size, 3), np.float64)
         background[:] = BACKGROUND
@@ -207,9 +162,7 @@ class TwoRoomsEnv(gymnasium.Env):
         return {"pixels": self.draw(*self._pos), "state": np.array(self._pos, dtype=np.float32)}
 
     def _info(self) -> dict:
-        distance = math.hypot(self._goal[0] - self._pos[0], self._goal[1] - self._pos[1])
-        return {"distance": distance, "success": distance < self.success_radius,
-                "state": self.state, "goal": self.goal}
+        return goal_info(self._pos, self._goal, self.success_radius, self.state, self.goal)
 
     # -- Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict | None = None):
@@ -222,22 +175,19 @@ class TwoRoomsEnv(gymnasium.Env):
         start = _sample_in_room(self.np_random, room)
         goal = _sample_in_room(self.np_random, 1 - room)
         if "start" in options:
-            start = _point(options["start"], "start")
+            start = parse_point(options["start"], "start")
             if blocked(*start):
                 raise ValueError(f"start {start} is inside the wall")
         if "goal" in options:
-            goal = _point(options["goal"], "goal")
+            goal = parse_point(options["goal"], "goal")
             if blocked(*goal):
                 raise ValueError(f"goal {goal} is inside the wall")
         self._pos, self._goal, self._steps = start, goal, 0
         return self._obs(), self._info()
 
     def step(self, action):
-        a = np.asarray(action, dtype=np.float64).reshape(-1)
-        if a.shape != (2,) or not np.all(np.isfinite(a)):
-            raise ValueError(f"action must be 2 finite numbers (dx, dy), got {action!r}")
-        a = np.clip(a, -MAX_ACTION, MAX_ACTION)
-        self._pos = move(self._pos[0], self._pos[1], float(a[0]), float(a[1]))
+        dx, dy = parse_action(action, MAX_ACTION)
+        self._pos = move(self._pos[0], self._pos[1], dx, dy)
         self._steps += 1
         info = self._info()
         truncated = self._steps >= self.max_episode_steps

@@ -51,19 +51,16 @@ class PlanResult:
 
 
 @dataclass
-class CEMConfig:
-    """CEM settings. ``action_low`` / ``action_high`` / ``init_std`` / ``round_small``: a scalar for every
-    action dim or one value per dim; ``init_std`` None: half the bound range. ``sample_dims``: which action
-    dims are sampled (None: all); the others are 0 in every candidate and in the plan. ``momentum_std``
-    None: ``momentum``. ``round_small``: final-plan elements with |x| below it become 0 (official: the
-    gripper at 0.25). ``distance`` / ``intermediate``: see :func:`~.energy.goal_energy`."""
+class SearchConfig:
+    """What CEM and MPPI share. ``action_low`` / ``action_high`` / ``init_std`` / ``round_small``: a scalar
+    for every action dim or one value per dim; ``init_std`` None: half the bound range (MPPI: its noise
+    std). ``sample_dims``: which action dims are sampled (None: all); the others are 0 in every candidate
+    and in the plan. ``round_small``: final-plan elements with |x| below it become 0 (official: the gripper
+    at 0.25). ``distance`` / ``intermediate``: see :func:`~.energy.goal_energy`."""
 
     horizon: int = 2
     samples: int = 400
-    top_k: int = 10
     iterations: int = 10
-    momentum: float = 0.15
-    momentum_std: float | None = None
     action_low: PerDim = -1.0
     action_high: PerDim = 1.0
     init_std: PerDim | None = None
@@ -72,6 +69,23 @@ class CEMConfig:
     intermediate: bool = False
     round_small: PerDim | None = None
     seed: int = 0
+
+    def check(self) -> None:
+        if self.horizon < 1 or self.samples < 1 or self.iterations < 1:
+            raise ValueError(f"an empty plan: horizon ({self.horizon}), samples ({self.samples}) and "
+                             f"iterations ({self.iterations}) must all be >= 1")
+        if self.distance not in DISTANCES:
+            raise ValueError(f"distance must be one of {list(DISTANCES)}, got {self.distance!r}")
+
+
+@dataclass
+class CEMConfig(SearchConfig):
+    """CEM settings (see :class:`SearchConfig` for the shared ones): ``top_k`` elites refit the mean and
+    std each iteration, blended with the previous ones by ``momentum`` (``momentum_std`` None: the same)."""
+
+    top_k: int = 10
+    momentum: float = 0.15
+    momentum_std: float | None = None
 
     @classmethod
     def vjepa2_ac(cls, **overrides) -> CEMConfig:
@@ -88,17 +102,13 @@ class CEMConfig:
         return cls(**values)
 
     def check(self) -> None:
-        if self.horizon < 1 or self.samples < 1 or self.iterations < 1:
-            raise ValueError(f"an empty plan: horizon ({self.horizon}), samples ({self.samples}) and "
-                             f"iterations ({self.iterations}) must all be >= 1")
+        super().check()
         if not 1 <= self.top_k <= self.samples:
             raise ValueError(f"top_k must be in [1, samples={self.samples}], got {self.top_k}")
         for name in ("momentum", "momentum_std"):
             v = getattr(self, name)
             if v is not None and not 0.0 <= v < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {v}")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {list(DISTANCES)}, got {self.distance!r}")
 
 
 # ---- shared with mppi.py ----------------------------------------------------------------------
@@ -215,6 +225,19 @@ def finish_plan(model, z0, s0, goal, mean: torch.Tensor, bounds: Bounds, cfg, be
                       seconds=time.perf_counter() - start)
 
 
+def start_search(cfg: SearchConfig, model, z0, s0, z_goal, warm_start, generator):
+    """What every search starts from: (start time, bounds, (z0, s0, goal) on the model's device, the CPU
+    generator (seeded with ``cfg.seed`` unless given), the initial mean (H, A) and std (H, A))."""
+    cfg.check()
+    start = time.perf_counter()
+    bounds = resolve_bounds(cfg, model, warm_start)
+    inputs = prepare_inputs(model, z0, s0, z_goal)
+    gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
+    mean = initial_mean(bounds, cfg.horizon, warm_start)
+    std = bounds.std.expand(cfg.horizon, -1).clone() * bounds.mask
+    return start, bounds, inputs, gen, mean, std
+
+
 # ---- CEM --------------------------------------------------------------------------------------
 def cem_plan(model, z0: torch.Tensor, s0, z_goal: torch.Tensor, cfg: CEMConfig | None = None,
              warm_start: torch.Tensor | None = None, generator: torch.Generator | None = None) -> PlanResult:
@@ -225,15 +248,9 @@ def cem_plan(model, z0: torch.Tensor, s0, z_goal: torch.Tensor, cfg: CEMConfig |
     the initial mean (default zeros, as the official planner). ``generator``: a CPU ``torch.Generator``
     (default: seeded with ``cfg.seed``). Costs ``iterations + 1`` batched rollouts."""
     cfg = cfg or CEMConfig()
-    cfg.check()
-    start = time.perf_counter()
-    bounds = resolve_bounds(cfg, model, warm_start)
-    z0, s0, goal = prepare_inputs(model, z0, s0, z_goal)
-    gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
+    start, bounds, (z0, s0, goal), gen, mean, std = start_search(cfg, model, z0, s0, z_goal, warm_start, generator)
     m_mean = cfg.momentum
     m_std = cfg.momentum if cfg.momentum_std is None else cfg.momentum_std
-    mean = initial_mean(bounds, cfg.horizon, warm_start)
-    std = bounds.std.expand(cfg.horizon, -1).clone() * bounds.mask
     best, means, elite = [], [], float("nan")
     for _ in range(cfg.iterations):
         cand = sample_candidates(mean, std, bounds, cfg.samples, gen)

@@ -11,50 +11,33 @@ or shrinks by ``std_decay`` per iteration. The plan is the final mean.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
-from .cem import (PerDim, PlanResult, finish_plan, initial_mean, prepare_inputs, resolve_bounds,
-                  sample_candidates, score)
-from .energy import DISTANCES
+from .cem import PlanResult, SearchConfig, finish_plan, sample_candidates, score, start_search
 
 
 @dataclass
-class MPPIConfig:
-    """MPPI settings; ``action_low`` / ``action_high`` / ``init_std`` (the noise std; None: half the bound
-    range) / ``sample_dims`` / ``distance`` / ``intermediate`` / ``seed`` as in :class:`~.cem.CEMConfig`."""
+class MPPIConfig(SearchConfig):
+    """MPPI settings (see :class:`~.cem.SearchConfig` for the shared ones): candidates are weighted by
+    softmax(-energy / ``temperature``) (energies scaled to [0, 1] first with ``normalize_energy``), the mean
+    moves to the weighted mean (blended by ``momentum``) and the noise std shrinks by ``std_decay`` per
+    iteration."""
 
-    horizon: int = 2
-    samples: int = 400
-    iterations: int = 10
     temperature: float = 0.05
     normalize_energy: bool = True
     momentum: float = 0.0
     std_decay: float = 1.0
-    action_low: PerDim = -1.0
-    action_high: PerDim = 1.0
-    init_std: PerDim | None = None
-    sample_dims: Sequence[bool] | None = None
-    distance: str = "l1"
-    intermediate: bool = False
-    round_small: PerDim | None = None
-    seed: int = 0
 
     def check(self) -> None:
-        if self.horizon < 1 or self.samples < 1 or self.iterations < 1:
-            raise ValueError(f"an empty plan: horizon ({self.horizon}), samples ({self.samples}) and "
-                             f"iterations ({self.iterations}) must all be >= 1")
+        super().check()
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0.0 <= self.momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
         if not 0.0 < self.std_decay <= 1.0:
             raise ValueError(f"std_decay must be in (0, 1], got {self.std_decay}")
-        if self.distance not in DISTANCES:
-            raise ValueError(f"distance must be one of {list(DISTANCES)}, got {self.distance!r}")
 
 
 def mppi_weights(energies: torch.Tensor, temperature: float, normalize: bool) -> torch.Tensor:
@@ -70,13 +53,7 @@ def mppi_plan(model, z0: torch.Tensor, s0, z_goal: torch.Tensor, cfg: MPPIConfig
     """MPPI with the arguments and result of :func:`~.cem.cem_plan`; ``elite_energy`` is the
     weight-averaged energy of the last iteration's candidates."""
     cfg = cfg or MPPIConfig()
-    cfg.check()
-    start = time.perf_counter()
-    bounds = resolve_bounds(cfg, model, warm_start)
-    z0, s0, goal = prepare_inputs(model, z0, s0, z_goal)
-    gen = generator if generator is not None else torch.Generator().manual_seed(cfg.seed)
-    mean = initial_mean(bounds, cfg.horizon, warm_start)
-    std = bounds.std.expand(cfg.horizon, -1).clone() * bounds.mask
+    start, bounds, (z0, s0, goal), gen, mean, std = start_search(cfg, model, z0, s0, z_goal, warm_start, generator)
     best, means, elite = [], [], float("nan")
     for _ in range(cfg.iterations):
         cand = sample_candidates(mean, std, bounds, cfg.samples, gen)
