@@ -361,6 +361,10 @@ def test_eval_world_model_refuses_bad_data_in_one_line(droid_shards, tmp_path):
             code = main(["eval", "world-model", str(run), "--data", *args[:1], "--out", str(tmp_path / "x"),
                          *args[1:]])
         assert code == 1 and message in err.getvalue() and err.getvalue().count("\n") == 1, err.getvalue()
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):  # data that cannot be read at all: a usage error, before any work
+        code = main(["eval", "world-model", str(run), "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "y")])
+    assert code == 2 and "--data" in err.getvalue() and err.getvalue().count("\n") == 1, err.getvalue()
 
 
 def test_extrinsics_width_is_checked_before_training(droid_shards, tmp_path):

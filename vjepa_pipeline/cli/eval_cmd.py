@@ -80,7 +80,7 @@ def register(sub) -> None:
 
 def run_world_model(args) -> int:
     from ..errors import UsageError
-    from .common import check_output
+    from .common import check_dataset, check_output
 
     if min(args.horizons) < 1:
         raise UsageError(f"--horizons: rollout horizons are >= 1 step, got {args.horizons}")
@@ -90,6 +90,7 @@ def run_world_model(args) -> int:
                              "(shuffling actions needs two windows per batch)")
     if not Path(args.model).exists():
         raise UsageError(f"world model {args.model} does not exist")
+    check_dataset("shards", args.data, "--data")  # data that cannot be read at all: one line, exit 2
     out = args.out or Path("eval_results") / "world_model" / Path(args.model).resolve().name
     check_output(out, "--out", folder=True, create=True)
     from ..eval.world_model_report import validate_world_model
