@@ -59,6 +59,8 @@ def test_plan_runs_every_method_and_writes_the_summary(two_rooms_run, tmp_path):
     rows = [json.loads(x) for x in (tmp_path / "report/episodes.jsonl").read_text().splitlines()]
     assert len(rows) == 6 and {r["method"] for r in rows} == set(task)
     assert "world_model" in out and "summary:" in out
+    for picture in ("paths.png", "energy_landscape.png"):  # the report's pictures
+        assert (tmp_path / "report/plots" / picture).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_greedy_fails_at_the_wall_on_the_fixed_pairs(tmp_path):
@@ -67,6 +69,7 @@ def test_greedy_fails_at_the_wall_on_the_fixed_pairs(tmp_path):
     assert code == 0, err
     s = json.loads((tmp_path / "r/summary.json").read_text())["tasks"]["two_rooms"]["greedy"]
     assert s["success_rate"] == 0.0  # the pairs are the ones a straight line cannot solve
+    assert (tmp_path / "r/plots/paths.png").exists() and not (tmp_path / "r/plots/energy_landscape.png").exists()
     assert len(pair_options("two_rooms", 6)) == 6 and pair_options("two_rooms", 3) == pair_options("two_rooms", 3)
 
 
@@ -74,6 +77,9 @@ def test_a_world_model_that_does_not_fit_the_environment_is_one_line(two_rooms_r
     code, _, err = cli("plan", "--world-model", str(two_rooms_run / "wm"), "--env", "push", "--episodes", "1",
                        "--methods", "world_model", "--out", str(tmp_path / "r"))
     assert code == 2 and "state" in err and err.count("\n") == 1, err
+    code, _, err = cli("plan", "--world-model", str(two_rooms_run / "wm"), "--env", "two_rooms", "--episodes", "1",
+                       "--methods", "world_model", "--model", "data.crop_size=32", "--out", str(tmp_path / "r2"))
+    assert code == 2 and "model.*" in err and err.count("\n") == 1, err
 
 
 def test_wilson_interval():

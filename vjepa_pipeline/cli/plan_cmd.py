@@ -17,7 +17,10 @@ same pairs with a random policy and a greedy controller that moves straight towa
 the true position (two_rooms pairs are chosen so that the wall defeats it).
 
 Writes summary.json (per method: success_rate with a 95 % Wilson interval, episodes,
-mean_final_distance, seconds_per_action) and episodes.jsonl under --out.
+mean_final_distance, seconds_per_action), episodes.jsonl and two pictures under --out: plots/paths.png
+(executed paths per pair and method) and plots/energy_landscape.png (the world model's energy over the
+first action from the first start; for two_rooms also the encoder's energy over agent positions, with
+the share of positions from which going downhill in energy goes toward the goal).
 
 examples:
   vjepa plan --world-model runs/two_rooms --env two_rooms --episodes 50
@@ -44,6 +47,11 @@ def register(sub) -> None:
     p.add_argument("--out", type=Path, help="report folder (default: plan_results/<env>)")
     p.add_argument("--seed", type=int, default=0, help="pairs and planner seed (default 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--model", action="append", default=[], metavar="model.KEY=VALUE",
+                   help="correct the stored description of the encoder (repeatable), e.g. for a world model whose "
+                        "encoder came from another run or an official checkpoint")
+    p.add_argument("--no-pictures", action="store_true",
+                   help="skip plots/paths.png and plots/energy_landscape.png")
     p.set_defaults(run=run)
 
 
@@ -82,7 +90,8 @@ def _run(args, out: Path) -> int:
     if "world_model" in args.methods:
         from ..checkpoint.ac_checkpoint import load_world_model
 
-        model = LatentWorldModel.from_loaded(load_world_model(args.world_model, device=device))
+        model = LatentWorldModel.from_loaded(load_world_model(args.world_model, device=device,
+                                                                      model_overrides=args.model))
     from ..envs import make_env
 
     env = make_env(args.env)
@@ -123,5 +132,46 @@ def _run(args, out: Path) -> int:
         ci = f"[{lo:.2f}, {hi:.2f}]" if not math.isnan(lo) else "-"
         print(f"{method:<13}{s['success_rate']:>9.2f}{ci:>16}{s['mean_final_distance']:>12.3f}"
               f"{s['seconds_per_action']:>10.3f}")
+    if not args.no_pictures:
+        for picture in _pictures(args, results, model, out):
+            print(f"picture: {picture}")
     print(f"summary: {out / 'summary.json'}")
     return 0
+
+
+def _pictures(args, results, model, out: Path) -> list[Path]:
+    """plots/paths.png (the tracked object's path per pair and method) and, with a world model,
+    plots/energy_landscape.png (one-step energy over first actions from the first pair's start; for
+    two_rooms also the encoder's energy over agent positions)."""
+    import numpy as np
+
+    from ..envs import make_env
+    from ..eval.planning_plots import plot_landscapes, plot_paths
+    from ..planning.benchmark import pair_options
+    from ..planning.landscape import action_landscape, guided_fraction, state_landscape
+
+    options = pair_options(args.env, args.episodes, args.seed)
+    track = slice(0, 2) if args.env == "two_rooms" else slice(2, 4)  # push: the block is what must arrive
+    episodes = {method: [{"states": np.asarray(ep.states)[:, track], "goal": tuple(options[i]["goal"]),
+                          "success": ep.success} for i, ep in enumerate(res.episodes)]
+                for method, res in results.items()}
+    env = make_env(args.env)
+    obs, _ = env.reset(seed=args.seed, options=options[0])
+    start_frame = np.asarray(obs["pixels"])
+    # the map without the agent (and block): both drawn off the picture
+    background = env.draw(-1.0, -1.0) if args.env == "two_rooms" else env.draw((-1.0, -1.0), (-1.0, -1.0))
+    made = [plot_paths(out / "plots" / "paths.png", background, episodes,
+                       title=f"{args.env}: executed paths (first pairs)")]
+    if model is not None:
+        space = env.action_space
+        lands = [action_landscape(model, start_frame, obs["state"], env.goal_observation(), space.low, space.high)]
+        titles = ["world model: energy after one step, over the first action"]
+        if args.env == "two_rooms":
+            grid = np.linspace(0.02, 0.98, 25)
+            land = state_landscape(model, env.draw, tuple(options[0]["goal"]), grid, grid,
+                                   start=tuple(options[0]["start"]))
+            lands.append(land)
+            titles.append(f"encoder: energy over agent positions (downhill = toward the goal from {guided_fraction(land):.0%} of positions)")
+        made.append(plot_landscapes(out / "plots" / "energy_landscape.png", lands, titles, background))
+    env.close()
+    return made
