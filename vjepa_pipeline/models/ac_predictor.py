@@ -15,8 +15,11 @@ parameter is left without a gradient (a DDP error). ``checkpoint/ac_layout.py`` 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .positions import RotaryTables
 from .vit import init_vit_weights, make_blocks, run_blocks
@@ -27,6 +30,17 @@ def block_causal_mask(num_frames: int, tokens_per_frame: int, device: torch.devi
     all tokens of frames <= t (the official ``build_action_block_causal_attention_mask``)."""
     frame = torch.arange(num_frames, device=device).repeat_interleave(tokens_per_frame)
     return frame[:, None] >= frame[None, :]
+
+
+@dataclass
+class FrameCache:
+    """Keys and values of the frames fed so far, per block ((B, heads, frames * (c+N), head_dim) each), for
+    :meth:`ActionConditionedPredictor.step`. Block causality makes them final: a later frame never changes
+    what an earlier frame's tokens computed."""
+
+    keys: list[torch.Tensor] = field(default_factory=list)
+    values: list[torch.Tensor] = field(default_factory=list)
+    frames: int = 0
 
 
 class ActionConditionedPredictor(nn.Module):
@@ -162,3 +176,66 @@ class ActionConditionedPredictor(nn.Module):
         x = x.unflatten(1, (t, self.cond_tokens + n))[:, :, self.cond_tokens:]  # drop the conditioning tokens
         x = self.predictor_proj(x)
         return x if per_frame else x.flatten(1, 2)
+
+    def frame_rope(self, t: int, device: torch.device, dtype: torch.dtype) -> RotaryTables | None:
+        """RoPE tables of the tokens of frame ``t`` alone (the rows of frame t in :meth:`frame_layout`)."""
+        if not self.use_rope:
+            return None
+        key = ("frame", t, device, dtype)
+        if key not in self._cache:
+            c, w = self.cond_tokens, self.grid_w
+            slot = torch.arange(c + self.patches_per_frame, device=device) - c
+            patch = slot.clamp(min=0)
+            row = torch.where(slot >= 0, patch // w, 0).float()
+            col = torch.where(slot >= 0, patch % w, 0).float() * (self.grid_h / w)
+            frame = torch.full_like(row, float(t))
+            if len(self._cache) >= 32:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = (None, RotaryTables.from_positions([frame, row, col],
+                                                                   self.predictor_embed_dim // self.num_heads, dtype))
+        return self._cache[key][1]
+
+    @torch.no_grad()
+    def step(self, tokens: torch.Tensor, actions: torch.Tensor, states: torch.Tensor,
+             cache: FrameCache | None = None, extrinsics: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, FrameCache]:
+        """Feed ONE more frame and predict the next one, reusing the keys / values of the frames fed before
+        (inference only: no gradients, no stochastic depth). ``tokens`` (B, N, embed_dim), ``actions`` (B,
+        A), ``states`` (B, S) (``extrinsics`` (B, E)) of frame ``cache.frames``; returns the prediction (B,
+        N, embed_dim) - equal, up to float rounding, to the last output frame of :meth:`forward` on all
+        frames so far - and the extended cache. Makes an H-step rollout cost H one-frame passes instead
+        of 1 + 2 + ... + H frames."""
+        cache = FrameCache() if cache is None else cache
+        b, n = tokens.shape[0], self.patches_per_frame
+        if tokens.ndim != 3 or tuple(tokens.shape[1:]) != (n, self.embed_dim):
+            raise ValueError(f"tokens must be (B, {n}, {self.embed_dim}), got {tuple(tokens.shape)}")
+        self._check("actions", actions.unsqueeze(1), b, 1, "action_dim", self.action_dim)
+        self._check("states", states.unsqueeze(1), b, 1, "state_dim", self.state_dim)
+        if self.use_extrinsics != (extrinsics is not None):
+            raise ValueError("pass extrinsics exactly when the predictor was built with use_extrinsics")
+        cond = [self.action_encoder(actions), self.state_encoder(states)]
+        if self.use_extrinsics:
+            self._check("extrinsics", extrinsics.unsqueeze(1), b, 1, "extrinsics_dim", self.extrinsics_dim)
+            cond.append(self.extrinsics_encoder(extrinsics))
+        x = self.predictor_embed(tokens)
+        x = torch.cat([torch.stack(cond, dim=1).to(x.dtype), x], dim=1)  # (B, c+N, D)
+        rope = self.frame_rope(cache.frames, x.device, x.dtype)
+        first = cache.frames == 0
+        for i, blk in enumerate(self.predictor_blocks):
+            attn = blk.attn
+            q, k, v = attn.qkv(blk.norm1(x)).view(b, x.shape[1], 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
+            if rope is not None:
+                q, k = rope.apply(q), rope.apply(k)
+            if not first:  # the cache may hold one sequence for all (B = 1) or one per sequence
+                k = torch.cat([cache.keys[i].expand(b, -1, -1, -1), k], dim=2)
+                v = torch.cat([cache.values[i].expand(b, -1, -1, -1), v], dim=2)
+            if first:
+                cache.keys.append(k)
+                cache.values.append(v)
+            else:
+                cache.keys[i], cache.values[i] = k, v
+            out = F.scaled_dot_product_attention(q, k, v)  # frame t sees frames <= t: every cached key
+            x = x + attn.proj(out.transpose(1, 2).reshape(b, x.shape[1], -1))
+            x = x + blk.mlp(blk.norm2(x))
+        cache.frames += 1
+        return self.predictor_proj(self.predictor_norm(x)[:, self.cond_tokens:]), cache

@@ -32,7 +32,7 @@ import torch
 import torch.nn as nn
 
 from ..data.augment import center_view
-from ..objectives.action_conditioned import StateUpdate, encode_frames, encoder_input, rollout
+from ..objectives.action_conditioned import StateUpdate, encode_frames, encoder_input, layer_norm_reps, rollout
 
 STATE_UPDATES = ("add", "hold", "droid_pose")
 
@@ -123,6 +123,10 @@ class LatentWorldModel:
         self.action_dim: int | None = getattr(predictor, "action_dim", None)
         self.state_dim: int | None = getattr(predictor, "state_dim", None)
 
+    #: roll out with the predictor's key / value cache (:meth:`ActionConditionedPredictor.step`) when it has
+    #: one: the same predictions, H one-frame passes instead of 1 + 2 + ... + H frames
+    use_cache: bool = True
+
     @classmethod
     def from_loaded(cls, loaded, state_update: str | StateUpdate = "add") -> LatentWorldModel:
         """From :func:`vjepa_pipeline.checkpoint.load_world_model`'s ``LoadedWorldModel`` (anything with
@@ -167,8 +171,26 @@ class LatentWorldModel:
         s0 = s0.to(dev, torch.float32).reshape(-1, s0.shape[-1])
         if self.state_dim is not None and s0.shape[-1] != self.state_dim:
             raise ValueError(f"the state has {s0.shape[-1]} dims, the predictor takes {self.state_dim}")
+        if self.use_cache and hasattr(self.predictor, "step"):
+            return self._cached_rollout(z0, s0, actions.to(dev, torch.float32))
         z0 = z0.expand(b, *z0.shape[1:])
         s0 = s0.expand(b, -1)
         return rollout(self.predictor, z0, actions.to(dev, torch.float32), s0.unsqueeze(1), h,
                        normalize_reps=self.normalize_reps, state_update=self.state_update)
 
+
+    def _cached_rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """:func:`~vjepa_pipeline.objectives.action_conditioned.rollout` (official semantics: real frame 0,
+        then each prediction fed back, states integrated by ``state_update``) one frame at a time through
+        the predictor's cache."""
+        b, h = actions.shape[:2]
+        z = z0.expand(b, *z0.shape[1:]) if z0.shape[0] == 1 else z0
+        s = s0.expand(b, -1).unsqueeze(1) if s0.shape[0] == 1 else s0.unsqueeze(1)  # (B, 1, S)
+        cache, preds = None, []
+        for n in range(h):
+            if n:
+                s = self.state_update(s, actions[:, n - 1:n]).to(s.dtype)
+            out, cache = self.predictor.step(z, actions[:, n], s[:, 0], cache)
+            z = layer_norm_reps(out) if self.normalize_reps else out
+            preds.append(z)
+        return torch.stack(preds, dim=1)
