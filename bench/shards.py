@@ -10,6 +10,16 @@ show that memory does not grow with the source size. Everything is measured in t
 With --baseline-ref, the same sources are also built by that git revision and by this checkout in
 child processes (alternating, --repeats times each) and the CPU throughput ratio is printed.
 
+Curation (scene cuts, motion filter, near-duplicate removal: shards/curation.py) is measured side by
+side: the same sources are built with curation off, on, and with only the filters that keep the
+clips as they are (motion + dedup, scored on the encoded clips; no scene cuts), each
+--curation-repeats times, alternating; the ratios of CPU throughputs (on / off; 1.0 = free) are
+printed. The rest of the full ratio is what scene cuts cost: one extra decode of each source, and
+the extra clips they make (each re-encoded on its own, decoding its source from the keyframe
+before its cut). The copied clips are exact
+duplicates, so the dedup filter drops all but one copy of each (they are still encoded: the decision
+is taken at pack time, over the whole build).
+
 Prints readable lines, then one JSON object as the last line.
 """
 
@@ -88,6 +98,41 @@ def compare_revisions(src: Path, root: Path, args, opts: ShardsConfig) -> dict:
             "current_samples": samples["current"], "baseline_samples": samples["baseline"]}
 
 
+CURATION = {"scene_threshold": 0.3, "min_motion": 1.0, "dedup_distance": 4}
+
+
+def timed_build(src: Path, out: Path, opts: ShardsConfig) -> tuple[dict, float, float]:
+    """(index, wall s, CPU s of this process and its children) of one build."""
+    t0, own0 = time.perf_counter(), time.process_time()
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    index = ShardBuilder(src, out, opts, log=lambda *a: None).run(progress=False)
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime) + time.process_time() - own0
+    return index, time.perf_counter() - t0, cpu
+
+
+def compare_curation(src: Path, root: Path, opts: ShardsConfig, repeats: int) -> dict:
+    """Build with curation off and on, alternating; CPU medians and the throughput ratio on / off."""
+    from dataclasses import replace
+
+    cpu: dict[str, list[float]] = {"off": [], "on": [], "analysis": []}
+    index = {}
+    analysis_only = {k: v for k, v in CURATION.items() if k != "scene_threshold"}
+    for r in range(repeats):
+        for name, o in (("off", opts), ("on", replace(opts, **CURATION)), ("analysis", replace(opts, **analysis_only))):
+            index[name], _, seconds = timed_build(src, root / f"cur_{name}_{r}", o)
+            cpu[name].append(seconds)
+    med = {k: statistics.median(v) for k, v in cpu.items()}
+    counts = index["on"]["curation"]["counts"]
+    return {"settings": CURATION, "cpu_s_off": round(med["off"], 2), "cpu_s_on": round(med["on"], 2),
+            "throughput_ratio": round(med["off"] / med["on"], 3), "cpu_s_analysis_only": round(med["analysis"], 2),
+            "analysis_only_ratio": round(med["off"] / med["analysis"], 3),
+            "clips_off": index["off"]["totals"]["samples"], "clips_on": counts["kept"] + counts["dropped_near_duplicate"],
+            "samples_off": index["off"]["totals"]["samples"],
+            "samples_on": index["on"]["totals"]["samples"], "scene_cuts": counts["scene_cuts"],
+            "dropped": {k[len("dropped_"):]: v for k, v in counts.items() if k.startswith("dropped_")}}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--copies", type=int, default=4)
@@ -95,6 +140,8 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--baseline-ref", help="git revision to compare build throughput with (e.g. main~1)")
     p.add_argument("--repeats", type=int, default=2, help="builds per revision with --baseline-ref (default 2)")
+    p.add_argument("--curation-repeats", type=int, default=1,
+                   help="builds with curation off and on for the curation ratio (default 1; 0 skips it)")
     args = p.parse_args()
     time.process_time()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -123,6 +170,7 @@ def main() -> None:
         size_in = sum(f.stat().st_size for f in files)
         size_out = sum(e["bytes"] for e in index["shards"])
         versus = compare_revisions(src, root, args, opts) if args.baseline_ref else None
+        curation = compare_curation(src, root, opts, args.curation_repeats) if args.curation_repeats > 0 else None
 
     print(f"sources: {len(files)} files, {footage:.1f} s of footage, {size_in / 2**20:.1f} MiB, "
           f"largest {largest / 2**20:.1f} MiB")
@@ -136,7 +184,16 @@ def main() -> None:
         print(f"build CPU vs {args.baseline_ref}: {versus['current_cpu_s']:.1f} s vs {versus['baseline_cpu_s']:.1f} s "
               f"(medians of {args.repeats}) -> throughput x{versus['ratio']:.3f}; samples {versus['current_samples']} "
               f"vs {versus['baseline_samples']}")
-    print(json.dumps({"vs_baseline_build": versus, "bench": "shards", "video_s_per_s_per_core": round(per_core, 3),
+    if curation:
+        print(f"curation {curation['settings']}: build CPU {curation['cpu_s_on']:.1f} s on vs "
+              f"{curation['cpu_s_off']:.1f} s off -> throughput x{curation['throughput_ratio']:.3f}; samples "
+              f"{curation['samples_on']} vs {curation['samples_off']}, {curation['scene_cuts']} scene cuts, dropped "
+              + ", ".join(f"{k} {v}" for k, v in curation["dropped"].items()))
+        print(f"  motion + dedup only (no scene cuts, same clips): CPU {curation['cpu_s_analysis_only']:.1f} s "
+              f"-> throughput x{curation['analysis_only_ratio']:.3f}; the rest is scene cuts: a decode of each "
+              f"source, and {curation['clips_on']} clips encoded instead of {curation['clips_off']}")
+    print(json.dumps({"vs_baseline_build": versus, "curation": curation,
+                      "vs_no_curation": curation["throughput_ratio"] if curation else None, "bench": "shards", "video_s_per_s_per_core": round(per_core, 3),
                       "shard_clips_per_s": round(shard_rate, 2), "source_clips_per_s": round(source_rate, 2),
                       "vs_baseline_decode": round(shard_rate / source_rate, 3),
                       "peak_rss_builder_mib": round(rss_self), "peak_rss_child_mib": round(rss_child),

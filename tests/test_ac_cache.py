@@ -64,3 +64,22 @@ def test_cached_planning_rollout_equals_the_official_rollout(normalize):
         ref = rollout(model.predictor, z0.expand(6, -1, -1), acts, s0.expand(6, -1).unsqueeze(1), 5,
                       normalize_reps=normalize, state_update=model.state_update)
     assert torch.equal(plain, ref)
+
+
+def test_a_cached_prefix_can_be_extended_several_ways():
+    """step() returns a new cache: one real frame fed once (B = 1) serves every candidate continuation."""
+    pred = predictor()
+    g = torch.Generator().manual_seed(3)
+    n = pred.patches_per_frame
+    z0, a0, s0 = torch.randn(1, n, 24, generator=g), torch.randn(1, 3, generator=g), torch.randn(1, 4, generator=g)
+    out0, prefix = pred.step(z0, a0, s0)
+    z1 = torch.randn(5, n, 24, generator=g)
+    a1, s1 = torch.randn(5, 3, generator=g), torch.randn(5, 4, generator=g)
+    first, _ = pred.step(z1, a1, s1, prefix)
+    assert prefix.frames == 1 and prefix.keys[0].shape[0] == 1  # untouched by the extension
+    second, _ = pred.step(z1[:2], a1[:2], s1[:2], prefix)
+    assert torch.allclose(first[:2], second, atol=1e-6)
+    with torch.no_grad():
+        full = pred(torch.stack([z0.expand(5, -1, -1), z1], 1), torch.stack([a0.expand(5, -1), a1], 1),
+                    torch.stack([s0.expand(5, -1), s1], 1))
+    assert torch.allclose(full[:, 1], first, atol=1e-5) and torch.allclose(full[:1, 0], out0, atol=1e-5)

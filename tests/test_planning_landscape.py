@@ -57,6 +57,12 @@ def test_action_landscape_holds_other_dims_at_zero_and_checks_dims():
                          dims=(1, 1))
 
 
+def test_one_dimensional_actions_give_one_row():  # AddPredictor adds a 1-D action to both x and y
+    model = LatentWorldModel(make_model().encoder, AddPredictor(action_dim=1), crop_size=48, normalize_reps=False)
+    land = action_landscape(model, render((0.3, 0.5)), [0.3, 0.5], render((0.36, 0.56)), [-0.1], [0.1], steps=11)
+    assert land.energy.shape == (1, 11) and land.argmin()[0] == pytest.approx(0.06, abs=0.011)
+
+
 def test_state_landscape_global_vs_local_latents():
     goal, grid = (0.7, 0.5), np.linspace(0.05, 0.95, 19)
     smooth = state_landscape(make_model(), draw, goal, grid, grid, start=(0.2, 0.5))

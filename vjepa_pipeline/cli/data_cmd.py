@@ -38,7 +38,7 @@ examples:
 def register(sub) -> None:
     p = sub.add_parser("data", help="datasets: generate the demo dataset or world-model trajectories",
                        description="Dataset utilities.")
-    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo|generate-trajectories|collect>",
+    data_sub = p.add_subparsers(dest="data_command", metavar="<generate-demo|generate-trajectories|generate-violations|collect>",
                                 required=True)
     g = data_sub.add_parser("generate-demo", help="write the motion-defined demo dataset (mp4 files)",
                             description=GENERATE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -66,6 +66,19 @@ def register(sub) -> None:
     t.add_argument("--fps", type=float, default=10, help="frame rate written to the files (default 10)")
     t.add_argument("--seed", type=int, default=0, help="seed (default 0; held-out episodes use other seeds)")
     t.set_defaults(run=run_generate_trajectories)
+    v = data_sub.add_parser("generate-violations", help="write violation-of-expectation pairs for `vjepa eval surprise`",
+                            description=VIOLATIONS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--out", type=Path, required=True, help="output folder (new, empty, or an earlier set)")
+    v.add_argument("--shards", type=Path, help="also shard the set here with the shard builder")
+    v.add_argument("--pairs", type=int, default=40, metavar="N", help="pairs per violation type (default 40)")
+    v.add_argument("--violations", nargs="+", metavar="TYPE",
+                   help="violation types (default: vanish appear teleport shape colour)")
+    v.add_argument("--size", type=int, default=64, metavar="PX", help="frame side in pixels, even (default 64)")
+    v.add_argument("--frames", type=int, default=32, help="frames per clip (default 32)")
+    v.add_argument("--fps", type=float, default=8, help="frame rate written to the files (default 8)")
+    v.add_argument("--seed", type=int, default=0, help="seed (default 0)")
+    v.add_argument("--no-progress", action="store_true", help="no progress output")
+    v.set_defaults(run=run_generate_violations)
     c = data_sub.add_parser("collect", help="roll policies in an embedded environment and write episodes",
                             description=COLLECT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--env", required=True, help="environment: two_rooms or push")
@@ -183,4 +196,44 @@ def run_generate_demo(args) -> int:
     print(f"demo dataset: {len(info['classes'])} classes, {n_train} train / {n_val} val / "
           f"{counts['unlabelled']} unlabelled clips ({side}x{side} px, {info['frames']} frames at "
           f"{info['fps']} fps, seed {info['seed']}) in {args.out}: {state} in {seconds:.1f} s")
+    return 0
+
+
+VIOLATIONS_HELP = """\
+Generate a violation-of-expectation set in the demo's world (vjepa_pipeline/demo/violations.py):
+pairs of clips identical until an event frame, one possible, its twin impossible:
+
+  vanish     an object passes behind an occluder and never comes out
+  appear     an object comes out from behind an occluder where none went in
+  teleport   the object jumps across the frame
+  shape      the outline changes (round <-> boxy)
+  colour     colour and texture change
+
+Written under --out: clips/*.mp4, manifest.csv (path, pair, violation, possible, event_frame: the
+shard builder's manifest format) and violations.json (written last). Deterministic in --seed.
+
+examples:
+  vjepa data generate-violations --out data/violations --shards shards/violations
+  vjepa eval surprise --encoder runs/demo/runs/pretrain_seed0 --data shards/violations --out eval_results/surprise
+"""
+
+
+def run_generate_violations(args) -> int:
+    from ..demo.violations import VIOLATIONS, build_violation_shards, write_violation_set
+    from ..errors import UsageError
+
+    t0 = time.monotonic()
+    try:
+        info = write_violation_set(args.out, args.pairs, args.size, args.frames, args.fps, args.seed,
+                                   tuple(args.violations or VIOLATIONS), progress=not args.no_progress)
+    except ValueError as exc:
+        raise UsageError(f"vjepa data generate-violations: {exc}") from None
+    except (RuntimeError, OSError) as exc:
+        print(f"vjepa data generate-violations: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"violations: {info['pairs']} pairs ({', '.join(info['params']['violations'])}) in {args.out} "
+          f"({time.monotonic() - t0:.1f} s)")
+    if args.shards:
+        index = build_violation_shards(args.out, args.shards)
+        print(f"shards: {index['totals']['samples']} clips in {len(index['shards'])} shards -> {args.shards}")
     return 0

@@ -24,6 +24,34 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="tiny dataset, 1 seed, few steps (a smoke test)")
     p.add_argument("--fresh", action="store_true", help="delete the working folder first")
     p.set_defaults(run=run)
+    kinds = p.add_subparsers(dest="demo_kind", metavar="[surprise]")
+    s = kinds.add_parser("surprise", help="intuitive physics of the demo's checkpoints vs random init",
+                         description=SURPRISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--out", type=Path, default=argparse.SUPPRESS,  # no default here: `demo --out X surprise` works too
+                   help="the working folder of a finished `vjepa demo` (default runs/demo)")
+    s.add_argument("--seeds", type=int, nargs="+", help="seeds (default: every finished pretraining run)")
+    s.add_argument("--pairs", type=int, default=40, help="pairs per violation type (default 40)")
+    s.set_defaults(run=run_surprise)
+
+
+SURPRISE_HELP = """\
+Intuitive physics on the demo: generates violation-of-expectation pairs in the demo's world (vanish /
+appear behind an occluder, teleport, shape change, colour change; see `vjepa data generate-violations`),
+shards them, and scores them with `vjepa eval surprise`'s machinery for every pretrained seed of a
+finished `vjepa demo` folder and for the same architecture randomly initialised. Writes
+<out>/surprise/ (per-seed reports, summary.json, summary.md: relative accuracy per violation type,
+mean +- std over seeds). A few minutes on a 2-core CPU.
+"""
+
+
+def run_surprise(args) -> int:
+    from ..demo.surprise import run_demo_surprise
+    from ..errors import UsageError
+
+    if args.pairs < 1:
+        raise UsageError("--pairs: must be >= 1")
+    run_demo_surprise(args.out, seeds=args.seeds, pairs=args.pairs)
+    return 0
 
 
 def run(args) -> int:

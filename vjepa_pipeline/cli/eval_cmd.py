@@ -28,7 +28,8 @@ examples:
   vjepa eval --suite ssv2 --dataset ssv2 --encoder vjepa2-vitl-ssv2 --head vjepa2-vitl-ssv2   # HF classifier
 
 world models: `vjepa eval world-model RUN --data SHARDS` validates an action-conditioned predictor
-offline (see `vjepa eval world-model --help`).
+offline (see `vjepa eval world-model --help`). Intuitive physics: `vjepa eval surprise --encoder RUN
+--data SHARDS|SUITE` (see `vjepa eval surprise --help`).
 """
 
 WM_HELP = """Validate a world model (V-JEPA 2-AC predictor on its frozen encoder) offline, without a robot: on
@@ -63,7 +64,7 @@ def register(sub) -> None:
                    help="architecture of checkpoints that do not carry it (official files)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=run)
-    kinds = p.add_subparsers(dest="eval_kind", metavar="[world-model]")
+    kinds = p.add_subparsers(dest="eval_kind", metavar="[world-model|surprise]")
     w = kinds.add_parser("world-model", help="offline validation of an action-conditioned world model",
                          description=WM_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     w.add_argument("model", help="world-model run directory, its model.ckpt, or a `vjepa export` file of one")
@@ -76,6 +77,78 @@ def register(sub) -> None:
     w.add_argument("--seed", type=int, default=0, help="seed of the action shuffles (default 0)")
     w.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     w.set_defaults(run=run_world_model)
+    s = kinds.add_parser("surprise", help="intuitive physics: violation-of-expectation surprise of a JEPA",
+                         description=SURPRISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--encoder", required=True,
+                   help="run directory, training checkpoint, or export / official file WITH its predictor")
+    s.add_argument("--data", required=True,
+                   help="shards with pair metadata, or a surprise suite YAML (eval/surprise/*.yaml)")
+    s.add_argument("--out", type=Path, default=argparse.SUPPRESS,  # keeps `vjepa eval --out X surprise` (and --device)
+                   help="report folder (default: eval_results/surprise/<encoder name>)")
+    s.add_argument("--context-frames", type=int, nargs="+", metavar="C",
+                   help="context lengths in frames (default: the suite's, else every whole-tubelet length)")
+    s.add_argument("--frame-step", type=int, help="keep every k-th frame (default: the suite's, else the run's)")
+    s.add_argument("--stride", type=int, help="frames between windows (default: the suite's, else 2)")
+    s.add_argument("--window", type=int, help="frames per window (default: the suite's, else the model's clip length)")
+    s.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
+    s.add_argument("--model", nargs="*", default=[], metavar="key=value",
+                   help="architecture of checkpoints that do not carry it (official files)")
+    s.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cuda when available)")
+    s.set_defaults(run=run_surprise)
+
+
+SURPRISE_HELP = """\
+Intuitive physics without training (Garrido et al. 2025): the JEPA's own predictor is surprised when
+a video breaks the rules of its world. Windows of the model's clip length slide over each video; the
+encoder sees the first C frames, the predictor predicts the latents of the rest, and surprise is the
+L1 distance to the target encoder's latents of the real frames. A video scores the max (and mean) of
+its surprise over time. On matched pairs (possible / impossible, identical until the event):
+relative accuracy (the possible one less surprising), AUROC and absolute accuracy, per violation type.
+
+--data: shards whose samples carry pair / violation / possible metadata (`vjepa data
+generate-violations --shards DIR`), or a surprise suite YAML naming a local copy of IntPhys (dev),
+GRASP or InfLevel-lab (eval/surprise/; nothing is downloaded). The encoder source must hold the
+predictor (a run, a training checkpoint, `vjepa export --format native`, an official file).
+
+Writes results.json, report.md, plots/surprise_over_time.png and plots/example_pairs.png under --out.
+
+examples:
+  vjepa data generate-violations --out data/violations --shards shards/violations
+  vjepa eval surprise --encoder runs/demo/runs/pretrain_seed0 --data shards/violations --out eval_results/surprise
+  vjepa eval surprise --encoder vitl16.pth --model model.size=large --data eval/surprise/intphys_dev.yaml
+"""
+
+
+def run_surprise(args) -> int:
+    from ..errors import UsageError
+    from .common import check_output
+
+    for name in ("frame_step", "stride", "batch_size", "window"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')}: must be >= 1")
+    if not Path(args.encoder).exists():
+        raise UsageError(f"--encoder {args.encoder} does not exist")
+    data = Path(args.data)
+    if not data.exists():
+        raise UsageError(f"--data {args.data} does not exist")
+    from ..eval.surprise_data import SurpriseSuite, load_surprise_suite, read_pairs
+
+    if data.suffix in (".yaml", ".yml"):
+        suite = load_surprise_suite(data)
+    else:
+        suite = SurpriseSuite(name=data.name, dataset="shards", root=str(data))
+    pairs, skipped = read_pairs(suite)  # nothing paired: one line, exit 2, before loading the model
+    out = args.out or Path("eval_results") / "surprise" / Path(args.encoder).resolve().name
+    check_output(out, "--out", folder=True, create=True)
+    from ..eval.surprise import load_surprise_model
+    from ..eval.surprise_report import run_surprise as score
+
+    model = load_surprise_model(args.encoder, args.model)
+    frame_step = args.frame_step or suite.frame_step or model.frame_step
+    score(model, pairs, skipped, out, str(args.data), frame_step, args.stride or suite.stride,
+          args.context_frames or suite.context_frames or None, args.batch_size, args.device,
+          window=args.window or suite.window)
+    return 0
 
 
 def run_world_model(args) -> int:

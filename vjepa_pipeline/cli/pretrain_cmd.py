@@ -41,7 +41,16 @@ def check_inputs(cfg) -> None:
     run_dir = check_output(Path(cfg.train.run_dir) / cfg.name, "train.run_dir", folder=True)
     if (run_dir / "config.yaml").exists():
         read_run_config(run_dir / "config.yaml")
-    check_dataset(cfg.data.source, cfg.data.path, "data.path")
+    if cfg.data.sources:  # a mixture: every source is found (and named when it is not) before any work
+        from ..data.mixture import resolve_sources
+        from ..errors import LoaderError, UsageError
+
+        try:
+            resolve_sources(cfg.data)
+        except LoaderError as exc:
+            raise UsageError(str(exc)) from None
+    else:
+        check_dataset(cfg.data.source, cfg.data.path, "data.path")
     check_output(run_dir, "train.run_dir", folder=True, create=True)
 
 

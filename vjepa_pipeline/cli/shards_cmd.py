@@ -23,6 +23,13 @@ examples:
   vjepa shards build droid_train_paths.csv shards/droid --workers 32    # DROID, actions = pose deltas
   vjepa shards build train.csv shards/k400 --short-side 256 --samples-per-shard 500
   vjepa shards build ~/videos shards/raw --slurm --slurm-tasks 64 launch.partition=cpu
+  vjepa shards build ~/raw shards/curated --scene-threshold 0.3 --min-motion 1 --dedup-distance 4
+
+Curation (each optional; settings, per-filter counts, every dropped clip and score histograms go to
+index.json["curation"], shown by `vjepa shards inspect`): scene cuts (one extra decode of each
+source; each scene becomes its own clips, starting on a keyframe), a motion score per encoded clip
+(static clips dropped) and perceptual hashes; near-duplicates (also re-encoded at other sizes) are
+removed over the whole build when it is packed, keeping the largest source, then the smallest path.
 """
 
 # command-line flag -> shards config key
@@ -32,6 +39,7 @@ FLAG_KEYS = {
     "samples_per_shard": "samples_per_shard", "target_shard_mb": "target_shard_mb", "prefix": "prefix",
     "seed": "seed", "labels": "labels", "layout": "layout", "action_rule": "action_rule",
     "action_dim": "action_dim", "state_dim": "state_dim", "droid_camera": "droid_camera",
+    "scene_threshold": "scene_threshold", "min_motion": "min_motion", "dedup_distance": "dedup_distance",
 }
 
 
@@ -55,6 +63,15 @@ def register(sub) -> None:
     b.add_argument("--passthrough", action="store_true", help="store the source bytes untouched")
     b.add_argument("--max-clip-seconds", type=float, help="split long videos into clips of at most this length")
     b.add_argument("--min-seconds", type=float, help="drop videos / trailing clips shorter than this")
+    b.add_argument("--scene-threshold", type=float,
+                   help="cut videos at scene changes whose score (ffmpeg's scene score, 0-1) exceeds this; 0.3 "
+                        "is typical (default: no cuts)")
+    b.add_argument("--min-motion", type=float,
+                   help="drop clips whose motion score (mean grey-level change per frame, 0-255) is below "
+                        "this; 1 drops static shots (default: keep all)")
+    b.add_argument("--dedup-distance", type=int,
+                   help="drop near-duplicate clips whose frame hashes differ by at most this many bits of 64 "
+                        "(4 is typical; default: keep duplicates)")
     b.add_argument("--samples-per-shard", type=int, help="samples per shard (default: from --target-shard-mb)")
     b.add_argument("--target-shard-mb", type=float, help="shard size target in MiB (default 512)")
     b.add_argument("--prefix", help="shard name prefix (default 'shard')")
@@ -159,6 +176,10 @@ def print_summary(index: dict) -> None:
             print(f"  {s['path']}: {s['reason']}" + (f" ({s['detail']})" if s.get("detail") else ""))
         if len(index["skipped"]) > 10:
             print(f"  ... {len(index['skipped']) - 10} more in index.json")
+    if index.get("curation"):
+        from ..shards.curation import render_curation
+
+        print("\n".join(render_curation(index["curation"])))
     ignored = index.get("ignored") or []
     if ignored:
         exts: dict[str, int] = {}

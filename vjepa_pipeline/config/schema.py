@@ -20,7 +20,7 @@ from vjepa_pipeline.errors import ConfigError
 PosEmbed = Literal["sincos", "rope"]
 DataSource = Literal["synthetic", "shards", "csv"]
 LRSchedule = Literal["cosine", "constant_cooldown"]
-EMASchedule = Literal["linear", "constant"]
+EMASchedule = Literal["linear", "constant", "none"]
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 Strategy = Literal[
     "auto", "ddp", "fsdp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"
@@ -28,6 +28,7 @@ Strategy = Literal[
 WandbMode = Literal["offline", "online", "disabled"]
 Decoder = Literal["decord", "torchcodec", "pyav"]
 ShortVideo = Literal["pad", "skip"]
+SourceKind = Literal["video", "image"]
 Accelerator = Literal["auto", "cpu", "gpu"]
 NanPolicy = Literal["stop", "skip"]
 ObjectiveKind = Literal["vjepa", "action_conditioned"]
@@ -36,6 +37,7 @@ ShardsLayout = Literal["auto", "videos", "episodes", "droid"]
 ActionRule = Literal["sum", "mean", "first", "pose_delta"]
 MaskTokenRule = Literal["per_generator", "shared"]
 ScheduleAlignment = Literal["pipeline", "official"]
+RegularizedOutputs = Literal["context", "predictor", "both"]
 
 
 @dataclass
@@ -124,11 +126,29 @@ def _default_masks() -> list[MaskBlockConfig]:
 
 
 @dataclass
+class DataSourceConfig:
+    """One source of a weighted mixture (``data.sources``): a shard set with its own weight and clip
+    settings. Unset clip settings (null) take the data section's value."""
+
+    path: str = ""  # shard folder / index.json, brace pattern or pipe: URL (a CSV with data.source=csv); image folder
+    weight: float = 1.0  # sampling weight; each sample's source is drawn with probability weight / sum of weights
+    name: str | None = None  # label in metrics (mix/<name>) and sample keys; None = source<i>
+    kind: SourceKind = "video"  # video, or image: a still clip (the image repeated to num_frames, as V-JEPA 2)
+    num_frames: int | None = None  # frames per clip (official dataset_fpcs); must equal data.num_frames
+    frame_step: int | None = None  # stride between sampled frames; None = data.frame_step
+    target_fps: float | None = None  # sample at this frame rate; None = data.target_fps
+
+    def label(self, index: int) -> str:
+        """The source's name in metrics and sample keys."""
+        return self.name or f"source{index}"
+
+
+@dataclass
 class DataConfig:
     """Where clips come from and how they are sampled."""
 
     source: DataSource = "synthetic"  # synthetic = random clips, no files needed
-    path: str | None = None  # shard dir / index.json or CSV file; required unless synthetic
+    path: str | None = None  # shard dir / index.json or CSV file; required unless synthetic or data.sources
     num_frames: int = 16  # frames per clip
     frame_step: int = 4  # stride between sampled frames
     crop_size: int = 224  # square crop side in pixels
@@ -147,6 +167,9 @@ class DataConfig:
     max_failure_rate: float = 0.1  # stop when more than this fraction of samples fail to decode
     allow_shared_shards: bool = False  # fewer shards than ranks x workers: let workers share shards
     reseed_on_world_size_change: bool = False  # resume with another world size: start a fresh stream
+    # A weighted mixture of shard sets (V-JEPA 2's datasets + datasets_weights); replaces data.path (docs/data.md)
+    sources: list[DataSourceConfig] = field(default_factory=list)
+    reseed_on_mixture_change: bool = False  # resume with other source weights / clip settings: start a fresh stream
 
 
 @dataclass
@@ -165,7 +188,9 @@ class OptimConfig:
     eps: float = 1e-8  # AdamW epsilon
     clip_grad: float | None = 10.0  # max grad norm; None = no clipping
     ema_momentum: tuple[float, float] = (0.998, 1.0)  # target EMA (start, end)
-    ema_schedule: EMASchedule = "linear"  # linear start -> end, or constant at start
+    # linear start -> end, or constant at start; none = no EMA: the target is the online encoder (stop-gradient,
+    # as LeJEPA), valid only with a collapse regulariser (objective.sigreg_weight / vicreg_variance_weight)
+    ema_schedule: EMASchedule = "linear"
     # pipeline: optimizer step k (0-based) uses lr / wd at k and the EMA after it momentum at k + 1;
     # official: lr / wd at k + 1 and momentum at k, as the official trainers (docs/interop.md)
     schedule_alignment: ScheduleAlignment = "pipeline"
@@ -192,6 +217,10 @@ class TrainConfig:
     max_nan_skips: int = 10  # nan_policy=skip: stop after this many consecutive skipped steps
     stats_every_steps: int = 50  # collapse statistics (target std, RankMe) every N optimizer steps
     collapse_rankme_threshold: float = 1.5  # warn when the pooled-embedding RankMe stays below this
+    # Pin deterministic kernels, cuDNN / cuBLAS settings and the seeds of every loader worker
+    # (train/determinism.py; what still differs across machines: docs/reproducibility.md)
+    deterministic: bool = False
+    num_threads: int | None = None  # intra-op CPU threads (torch.set_num_threads); None = leave as is
 
 
 @dataclass
@@ -249,6 +278,10 @@ class ShardsConfig:
     gop_seconds: float = 1.0  # fixed keyframe interval (seconds); cheap random access when decoding
     max_clip_seconds: float | None = None  # split long videos into clips of at most this length
     min_seconds: float = 0.0  # drop videos / trailing clips shorter than this
+    # Curation (README "Curation"; counts and histograms in index.json["curation"]); None = off.
+    scene_threshold: float | None = None  # cut at scene changes scoring above this (ffmpeg scene score 0-1; 0.3 typical)
+    min_motion: float | None = None  # drop clips whose motion (mean grey-level change per frame, 0-255) is below this
+    dedup_distance: int | None = None  # drop near-duplicate clips within this many dHash bits per frame (of 64; 4 typical)
     samples_per_shard: int | None = None  # fixed samples per shard; None = derive from target_shard_mb
     target_shard_mb: float = 512.0  # shard size target when samples_per_shard is None
     prefix: str = "shard"  # shard file names: <prefix>-000000.tar
@@ -275,6 +308,13 @@ class ObjectiveConfig:
     """What the trainer optimises: one objective of ``vjepa_pipeline.objectives`` by name."""
 
     kind: ObjectiveKind = "vjepa"  # vjepa = masked latent prediction against an EMA target (V-JEPA 1 / 2)
+    # Collapse prevention (V-JEPA objective; off in every published recipe; docs/collapse_prevention.md).
+    # Each term adds weight x value on clip embeddings (tokens mean-pooled per clip) of the outputs below.
+    sigreg_weight: float = 0.0  # SIGReg (LeJEPA): push clip embeddings towards an isotropic Gaussian
+    sigreg_slices: int = 256  # random unit directions per step for SIGReg
+    vicreg_variance_weight: float = 0.0  # VICReg variance: hinge on each dimension's std across the batch (gamma 1)
+    vicreg_covariance_weight: float = 0.0  # VICReg covariance: squared off-diagonal covariances / dim
+    regularize: RegularizedOutputs = "context"  # which outputs: context (encoder), predictor, or both
 
 
 @dataclass

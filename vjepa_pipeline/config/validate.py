@@ -130,10 +130,12 @@ def config_problems(cfg: Config) -> list[str]:
         c.problems.extend(mask_block_problems(mask, f"masks[{i}]"))
 
     # --- data
-    if d.source != "synthetic" and not d.path:
+    if d.source != "synthetic" and not d.path and not d.sources:
         c.add(
-            f"data.path: required when data.source is {d.source!r} (only 'synthetic' needs no path)"
+            f"data.path: required when data.source is {d.source!r} (only 'synthetic' needs no path); "
+            "or list a mixture in data.sources"
         )
+    _check_sources(c, cfg)
     for key in ("num_frames", "frame_step", "crop_size", "batch_size"):
         c.positive(f"data.{key}", getattr(d, key))
     c.non_negative("data.num_workers", d.num_workers)
@@ -191,6 +193,7 @@ def config_problems(cfg: Config) -> list[str]:
     c.positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes)
     c.positive("train.max_nan_skips", t.max_nan_skips)
     c.positive("train.stats_every_steps", t.stats_every_steps)
+    c.positive("train.num_threads", t.num_threads)
     if not t.run_dir:
         c.add("train.run_dir: must not be empty")
     c.positive("logging.log_every_steps", cfg.logging.log_every_steps)
@@ -212,6 +215,7 @@ def config_problems(cfg: Config) -> list[str]:
         )
     _check_shards(c, cfg.shards)
     _check_world_model(c, cfg)
+    _check_regularizers(c, cfg)
     return c.problems
 
 
@@ -251,6 +255,64 @@ def _check_world_model(c: _Checker, cfg: Config) -> None:
               "its predictor: use auto or ddp")
 
 
+def _check_sources(c: _Checker, cfg: Config) -> None:
+    """data.sources: a weighted mixture of shard sets (data/mixture.py), or data.path, not both."""
+    d = cfg.data
+    if not d.sources:
+        return
+    if d.path:
+        c.add("data.sources: give data.path (one source) or data.sources (a mixture), not both; "
+              "set data.path=null to train on the mixture, or data.sources=[] for data.path alone")
+    if d.source == "synthetic":
+        c.add("data.sources: a mixture reads shard sets (data.source=shards, or csv for file lists), "
+              "got data.source='synthetic'")
+    if cfg.objective.kind == "action_conditioned":
+        c.add("data.sources: the action-conditioned objective reads one trajectory shard set; use data.path")
+    seen: dict[str, int] = {}
+    for i, src in enumerate(d.sources):
+        where = f"data.sources[{i}]"
+        if not src.path:
+            c.add(f"{where}.path: required (a shard folder, brace pattern, pipe: URL or image folder)")
+        if c.finite(f"{where}.weight", src.weight) and not src.weight > 0:
+            c.add(f"{where}.weight: must be > 0, got {src.weight} (drop the source to leave it out)")
+        for key in ("num_frames", "frame_step", "target_fps"):
+            c.positive(f"{where}.{key}", getattr(src, key))
+        if src.name is not None and (not _NAME_RE.fullmatch(src.name) or "/" in src.name):
+            c.add(f"{where}.name: {short(src.name)} must be a plain name (letters, digits, '.', '_', '-')")
+        label = src.label(i)
+        if label in seen:
+            c.add(f"{where}.name: {label!r} is also the name of data.sources[{seen[label]}]; names must differ")
+        seen.setdefault(label, i)
+        # The official trainer draws every sample's source, then splits a batch into one group per
+        # clip length (MaskCollator), each with its own masks, and averages the loss over the groups.
+        # Our objectives hold one token grid (data.num_frames), so every source shares that length.
+        if src.num_frames is not None and src.num_frames > 0 and src.num_frames != d.num_frames:
+            c.add(f"{where}.num_frames: {src.num_frames} differs from data.num_frames {d.num_frames}; every source "
+                  "must share one clip length (mixed lengths need per-length batch groups, docs/data.md)")
+
+
+def _check_regularizers(c: _Checker, cfg: Config) -> None:
+    """Collapse regularisers (objectives/regularizers.py) and training without an EMA target."""
+    ob, o = cfg.objective, cfg.optim
+    weights = ("sigreg_weight", "vicreg_variance_weight", "vicreg_covariance_weight")
+    for key in weights:
+        if c.finite(f"objective.{key}", getattr(ob, key)):
+            c.non_negative(f"objective.{key}", getattr(ob, key))
+    c.positive("objective.sigreg_slices", ob.sigreg_slices)
+    on = [k for k in weights if getattr(ob, k) > 0]
+    if on and ob.kind != "vjepa":
+        c.add(f"objective.{on[0]}: the collapse regularisers apply to the V-JEPA objective only "
+              f"(objective.kind={ob.kind!r}); set it to 0")
+    elif on and cfg.data.batch_size < 2:
+        c.add(f"objective.{on[0]}: the regularisers compare the clips of a batch; data.batch_size must be >= 2, "
+              f"got {cfg.data.batch_size}")
+    # The covariance term alone is satisfied by constant embeddings: it does not prevent collapse.
+    if o.ema_schedule == "none" and not (ob.sigreg_weight > 0 or ob.vicreg_variance_weight > 0):
+        c.add("optim.ema_schedule: none (target = the online encoder) collapses without a regulariser: every "
+              "clip mapped to one point is predicted perfectly; set objective.sigreg_weight (e.g. 0.05) or "
+              "objective.vicreg_variance_weight > 0, or use linear / constant")
+
+
 def _check_shards(c: _Checker, sh) -> None:
     for key in ("short_side", "fps", "gop_seconds", "max_clip_seconds", "samples_per_shard",
                 "target_shard_mb", "workers"):
@@ -268,6 +330,13 @@ def _check_shards(c: _Checker, sh) -> None:
         c.add("shards.reencode: splitting clips (max_clip_seconds) or changing fps needs reencode=true")
     if sh.max_clip_seconds is not None and sh.max_clip_seconds <= sh.min_seconds:
         c.add(f"shards.max_clip_seconds: {sh.max_clip_seconds} must exceed shards.min_seconds {sh.min_seconds}")
+    if sh.scene_threshold is not None and not 0 < sh.scene_threshold < 1:
+        c.add(f"shards.scene_threshold: {sh.scene_threshold} must be in (0, 1) (a scene score; 0.3 is typical)")
+    if not sh.reencode and sh.scene_threshold is not None:
+        c.add("shards.reencode: cutting at scene changes (scene_threshold) needs reencode=true")
+    c.non_negative("shards.min_motion", sh.min_motion)
+    if sh.dedup_distance is not None and not 0 <= sh.dedup_distance <= 32:
+        c.add(f"shards.dedup_distance: {sh.dedup_distance} must be in [0, 32] bits per 64-bit frame hash (4 is typical)")
 
 
 def _check_predictor(c: _Checker, pred: PredictorConfig, rope: bool) -> None:

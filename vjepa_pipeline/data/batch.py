@@ -25,6 +25,7 @@ class StreamPosition:
     failures: dict[str, int] = field(default_factory=dict)  # that role's failures per reason
     seconds: float = 0.0  # time the worker spent assembling the batch
     max_failure_rate: float | None = None  # the stream's data.max_failure_rate (StreamState judges the rank by it)
+    sources: dict[str, int] = field(default_factory=dict)  # videos per mixture source in this batch (data.sources)
 
 
 @dataclass

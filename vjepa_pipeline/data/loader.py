@@ -8,6 +8,7 @@ import math
 from torch.utils.data import DataLoader
 
 from .batch import ClipBatch
+from .mixture import MixtureStream, describe_change, resolve_sources
 from .sources import LoaderError, expand_urls, file_list_items
 from .stream import ClipStream, failure_rate_error
 
@@ -26,6 +27,12 @@ def batches_per_epoch(data_cfg, dataset_videos: int | None, world_size: int) -> 
 
 
 def build_train_stream(data_cfg, rank: int = 0, world_size: int = 1) -> ClipStream:
+    if data_cfg.sources:  # a weighted mixture; an epoch = one pass over all its samples
+        sources = resolve_sources(data_cfg)
+        known = [s.known for s in sources]
+        total = None if any(k is None for k in known) else sum(known)
+        per_epoch = batches_per_epoch(data_cfg, total, world_size)
+        return MixtureStream(data_cfg, sources, rank=rank, world_size=world_size, batches_per_epoch=per_epoch)
     if data_cfg.source == "shards":
         urls, videos = expand_urls(data_cfg.path)
         per_epoch = batches_per_epoch(data_cfg, videos, world_size)
@@ -55,8 +62,9 @@ class StreamState:
     ``data.max_failure_rate`` on every update (a role alone may stay below the minimum number of
     attempts while the rank as a whole is far above the limit)."""
 
-    def __init__(self, world_size: int, num_workers: int, seed: int):
+    def __init__(self, world_size: int, num_workers: int, seed: int, mixture: list | None = None):
         self.world_size, self.num_workers, self.seed = world_size, num_workers, seed
+        self.mixture = mixture  # data.sources' names, weights and clip settings (mixture.mixture_signature)
         self.step = 0
         self.roles: dict[int, dict] = {}
         self.failures: dict[str, int] = {}
@@ -86,12 +94,23 @@ class StreamState:
                 raise error
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, "world_size": self.world_size, "num_workers": self.num_workers,
-                "seed": self.seed, "step": self.step, "roles": {str(k): v for k, v in self.roles.items()}}
+        state = {"version": STATE_VERSION, "world_size": self.world_size, "num_workers": self.num_workers,
+                 "seed": self.seed, "step": self.step, "roles": {str(k): v for k, v in self.roles.items()}}
+        if self.mixture is not None:
+            state["mixture"] = self.mixture
+        return state
 
-    def load_state_dict(self, state: dict, reseed: bool = False) -> None:
+    def load_state_dict(self, state: dict, reseed: bool = False, reseed_mixture: bool = False) -> None:
         """Restore; a changed world size, worker count or seed is refused (the stream would not
-        continue) unless ``reseed`` starts a fresh stream at the saved step."""
+        continue) unless ``reseed`` starts a fresh stream at the saved step; a changed mixture
+        (source weights, names or clip settings) likewise unless ``reseed_mixture``."""
+        saved_mixture = state.get("mixture")
+        if saved_mixture != self.mixture:
+            change = describe_change(saved_mixture, self.mixture)
+            if not reseed_mixture:
+                self.step = int(state["step"])
+                raise LoaderError(f"cannot continue the saved data stream: the mixture changed ({change}). Set "
+                                  "data.reseed_on_mixture_change=true to start a fresh stream from this step")
         changed = [f"{k} {state[k]} -> {getattr(self, k)}" for k in ("world_size", "num_workers", "seed")
                    if state.get(k) != getattr(self, k)]
         if state.get("version") != STATE_VERSION:  # v1: streams seeded by another hash (sha256)
@@ -101,7 +120,8 @@ class StreamState:
         if changed and not reseed:
             raise LoaderError(f"cannot continue the saved data stream: {', '.join(changed)}. Set "
                               "data.reseed_on_world_size_change=true to start a fresh stream from this step")
-        self.roles = {} if changed else {int(k): v for k, v in state["roles"].items()}
+        fresh = changed or saved_mixture != self.mixture
+        self.roles = {} if fresh else {int(k): v for k, v in state["roles"].items()}
 
     def position(self) -> tuple[int, dict]:
         """(step, role positions) to pass to ClipStream.set_position."""

@@ -16,6 +16,8 @@ tar, broken off, a sample without video or with bad metadata): each is an attemp
 The rate is judged in each worker role as failures happen (after MIN_ATTEMPTS_FOR_RATE attempts)
 and over all roles and epochs of the rank by :class:`~.loader.StreamState`; a role that reads a
 full pass over its shards without one sample stops at once (it would resample them forever).
+
+Weighted mixtures of several shard sets (``data.sources``) are :mod:`.mixture`'s subclasses.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class ClipStream(IterableDataset):
     """
 
     role_stream: type = None  # type: ignore[assignment]  # RoleStream (set below); subclasses swap it
+    source_names: tuple | list = ()  # mixture sources counted per batch (mixture.MixtureStream); none here
 
     def __init__(self, data_cfg, urls: list[str] | None = None, file_list: str | None = None, rank: int = 0,
                  world_size: int = 1, batches_per_epoch: int = 100, resume: dict | None = None):
@@ -157,13 +160,17 @@ class RoleStream:
         return shuffle_buffer(stream, o.cfg.shuffle_buffer, random.Random(self.seed + 1))
 
     def clips_of(self, sample: dict, rng: random.Random) -> list[torch.Tensor]:
+        return self.video_clips(sample, rng, self.o.spec)
+
+    def video_clips(self, sample: dict, rng: random.Random, spec: ClipSpec) -> list[torch.Tensor]:
+        """``spec.num_clips`` augmented uint8 clips (T, S, S, C) cut from one compressed video."""
         cfg = self.o.cfg
         meta = sample["meta"] or {}
         num_frames = meta.get("num_frames")
         try:
             if num_frames is None:
                 num_frames = self.decoder.count_frames(sample["mp4"])
-            clips = sample_train_clips(num_frames, meta.get("fps"), self.o.spec, rng)
+            clips = sample_train_clips(num_frames, meta.get("fps"), spec, rng)
             if clips is None:
                 raise SampleFailure("too short")
             frames_idx, positions = union_indices(clips)
@@ -194,17 +201,26 @@ class RoleStream:
         if error is not None:
             raise error
 
+    def source_of(self, sample: dict) -> str | None:
+        """The mixture source a sample came from (None: a single-source stream)."""
+        return None
+
     def batches(self, steps: range) -> Iterator[ClipBatch]:
+        names = self.o.source_names
         for g in steps:
             t0 = time.perf_counter()
             clips, labels, keys = [], [], []
+            counts = dict.fromkeys(names, 0)  # videos per mixture source in this batch
             while len(keys) < self.o.videos_per_batch:
                 sample, views = self.next_video()
                 clips.extend(views)
                 labels.extend([-1 if sample["label"] is None else int(sample["label"])] * len(views))
-                keys.append(sample["key"])
+                source = self.source_of(sample)
+                if source is not None:
+                    counts[source] += 1
+                keys.append(sample["key"] if source is None else f"{source}/{sample['key']}")
             position = StreamPosition(g, self.role, self.epoch, self.consumed, self.attempts, dict(self.failures),
-                                      time.perf_counter() - t0, self.o.cfg.max_failure_rate)
+                                      time.perf_counter() - t0, self.o.cfg.max_failure_rate, counts)
             yield ClipBatch(torch.stack(clips), torch.tensor(labels, dtype=torch.long), keys, position)
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .positions import RotaryTables
 from .vit import init_vit_weights, make_blocks, run_blocks
@@ -203,7 +202,8 @@ class ActionConditionedPredictor(nn.Module):
         (inference only: no gradients, no stochastic depth). ``tokens`` (B, N, embed_dim), ``actions`` (B,
         A), ``states`` (B, S) (``extrinsics`` (B, E)) of frame ``cache.frames``; returns the prediction (B,
         N, embed_dim) - equal, up to float rounding, to the last output frame of :meth:`forward` on all
-        frames so far - and the extended cache. Makes an H-step rollout cost H one-frame passes instead
+        frames so far - and a new, extended cache (``cache`` itself is not changed, so one prefix can be
+        extended several ways). Makes an H-step rollout cost H one-frame passes instead
         of 1 + 2 + ... + H frames."""
         cache = FrameCache() if cache is None else cache
         b, n = tokens.shape[0], self.patches_per_frame
@@ -220,22 +220,11 @@ class ActionConditionedPredictor(nn.Module):
         x = self.predictor_embed(tokens)
         x = torch.cat([torch.stack(cond, dim=1).to(x.dtype), x], dim=1)  # (B, c+N, D)
         rope = self.frame_rope(cache.frames, x.device, x.dtype)
-        first = cache.frames == 0
+        keys, values = [], []
         for i, blk in enumerate(self.predictor_blocks):
-            attn = blk.attn
-            q, k, v = attn.qkv(blk.norm1(x)).view(b, x.shape[1], 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-            if rope is not None:
-                q, k = rope.apply(q), rope.apply(k)
-            if not first:  # the cache may hold one sequence for all (B = 1) or one per sequence
-                k = torch.cat([cache.keys[i].expand(b, -1, -1, -1), k], dim=2)
-                v = torch.cat([cache.values[i].expand(b, -1, -1, -1), v], dim=2)
-            if first:
-                cache.keys.append(k)
-                cache.values.append(v)
-            else:
-                cache.keys[i], cache.values[i] = k, v
-            out = F.scaled_dot_product_attention(q, k, v)  # frame t sees frames <= t: every cached key
-            x = x + attn.proj(out.transpose(1, 2).reshape(b, x.shape[1], -1))
-            x = x + blk.mlp(blk.norm2(x))
-        cache.frames += 1
+            past = (cache.keys[i], cache.values[i]) if cache.frames else None
+            x, (k, v) = blk.forward_cached(x, rope, past)  # frame t sees frames <= t: every cached key
+            keys.append(k)
+            values.append(v)
+        cache = FrameCache(keys, values, cache.frames + 1)  # a new cache: the caller's stays a valid prefix
         return self.predictor_proj(self.predictor_norm(x)[:, self.cond_tokens:]), cache

@@ -59,6 +59,7 @@ class JEPAOutput:
     per_mask_loss: list[torch.Tensor]
     targets: torch.Tensor = field(repr=False)  # (B, N, D) layer-normed target features, detached
     predictions: list[torch.Tensor] = field(repr=False)  # (B, Nt_i, D) per mask configuration
+    contexts: list[torch.Tensor] = field(default_factory=list, repr=False)  # (B, Nc_i, D) context-encoder outputs
 
 
 def jepa_forward(encoder: VisionTransformer, predictor: Predictor, target_encoder: nn.Module,
@@ -70,13 +71,14 @@ def jepa_forward(encoder: VisionTransformer, predictor: Predictor, target_encode
     index = [mask_token_index(i, mask_token_rule) for i in range(len(masks))]  # checks the rule
     targets = target_features(target_encoder, clips)
     tokens, grid = encoder.embed(clips)
-    losses, preds = [], []
+    losses, preds, contexts = [], [], []
     for i, (ctx, tgt) in enumerate(masks):
         z = encoder.encode_tokens(tokens, grid, ctx)
         p = predictor(z, ctx, tgt, grid, mask_index=index[i])
         losses.append(l1_latent_loss(p, gather_tokens(targets, tgt)))
         preds.append(p)
-    return JEPAOutput(torch.stack(losses).mean(), losses, targets, preds)
+        contexts.append(z)
+    return JEPAOutput(torch.stack(losses).mean(), losses, targets, preds, contexts)
 
 
 @torch.no_grad()

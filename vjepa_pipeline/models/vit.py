@@ -47,16 +47,34 @@ class Attention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
 
+    def _qkv(self, x: torch.Tensor, rope: RotaryTables | None):
+        b, n, _ = x.shape
+        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if rope is not None:
+            q, k = rope.apply(q), rope.apply(k)
+        return q, k, v
+
     def forward(self, x: torch.Tensor, rope: RotaryTables | None = None,
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``attn_mask``: optional boolean (N, N) mask, True where a query may attend to a key."""
         b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        if rope is not None:
-            q, k = rope.apply(q), rope.apply(k)
+        q, k, v = self._qkv(x, rope)
         drop = self.attn_drop if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=drop)
         return self.proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def forward_cached(self, x: torch.Tensor, rope: RotaryTables | None,
+                       past: tuple[torch.Tensor, torch.Tensor] | None):
+        """Attention of new tokens ``x`` (B, n, D) over the cached keys / values ``past`` ((B or 1, heads,
+        m, head_dim) each, already rotated) and their own: every query sees every key (inference; no
+        mask, no dropout). Returns (output (B, n, D), (keys, values) now m + n long)."""
+        b, n, d = x.shape
+        q, k, v = self._qkv(x, rope)
+        if past is not None:
+            k = torch.cat([past[0].expand(b, -1, -1, -1), k], dim=2)
+            v = torch.cat([past[1].expand(b, -1, -1, -1), v], dim=2)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.proj(out.transpose(1, 2).reshape(b, n, d)), (k, v)
 
 
 class MLP(nn.Module):
@@ -84,6 +102,14 @@ class Block(nn.Module):
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), rope, attn_mask))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_cached(self, x: torch.Tensor, rope: RotaryTables | None,
+                       past: tuple[torch.Tensor, torch.Tensor] | None):
+        """:meth:`forward` for new tokens attending over cached keys / values (``Attention.forward_cached``;
+        inference: no stochastic depth). Returns (output, (keys, values))."""
+        out, kv = self.attn.forward_cached(self.norm1(x), rope, past)
+        x = x + out
+        return x + self.mlp(self.norm2(x)), kv
 
 
 def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, qkv_bias: bool,

@@ -8,6 +8,13 @@ once towards the context encoder (momentum schedule of ``optim.ema_*``).
 
 The target encoder is a *frozen network* of the objective: trainers keep it out of strategy casts
 (an fp32 target stops moving when DeepSpeed casts it to bf16) and store it as ``target_encoder``.
+
+Collapse prevention (``objective.sigreg_weight`` / ``vicreg_*_weight``, objectives/regularizers.py)
+adds weighted terms on clip embeddings of the context encoder's and / or the predictor's outputs
+(``objective.regularize``), logged as ``loss_sigreg`` / ``loss_vicreg_var`` / ``loss_vicreg_cov``
+next to ``loss_pred`` (the prediction loss alone). With ``optim.ema_schedule: none`` (LeJEPA) the
+target is the online encoder behind a stop-gradient: the target network is kept as an exact copy
+of the encoder after every optimizer step, so checkpoints and exports keep their three parts.
 """
 
 from __future__ import annotations
@@ -22,7 +29,12 @@ from ..models.inputs import normalize_clips
 from ..models.jepa import ema_momentum, used_mask_tokens
 from ..models.masks import MaskCollator, grid_for, specs_from_config
 from ..models.optim import ema_schedule_step
+from ..utils.seeds import mix_seed
 from .base import Objective, StepOutput
+from .regularizers import RegularizerWeights, regularization
+
+# Seeds the SIGReg directions (with train.seed and the data step), apart from the mask streams.
+SIGREG_STREAM = 0x5167
 
 
 class VJEPAObjective(Objective):
@@ -50,6 +62,9 @@ class VJEPAObjective(Objective):
         self.mask_specs = specs_from_config(cfg.masks)
         self.masks = MaskCollator(self.mask_specs, self.grid, seed=cfg.train.seed)
         self.dims = ModelDims.from_config(cfg.model)
+        ob = cfg.objective
+        self.regularizers = RegularizerWeights(ob.sigreg_weight, ob.vicreg_variance_weight,
+                                               ob.vicreg_covariance_weight, ob.sigreg_slices)
 
     def trainable_networks(self) -> dict[str, nn.Module]:
         return {"encoder": self.model.encoder, "predictor": self.model.predictor}
@@ -69,11 +84,27 @@ class VJEPAObjective(Objective):
         clips = normalize_clips(batch.clips)
         b = clips.shape[0]
         masks = [(c.to(clips.device), t.to(clips.device)) for c, t in self.masks.sample(b, batch.stream.step)]
+        where = self.cfg.objective.regularize
         out = self.model(clips, masks)
+        contexts = out.contexts if where in ("context", "both") else []
+        loss = out.loss
+        terms = {f"loss_mask_{i}": float(x.detach()) for i, x in enumerate(out.per_mask_loss)}
+        if self.regularizers.active:
+            # One embedding per clip (tokens mean-pooled), per mask generator: LeJEPA regularises one
+            # embedding per view, and per-clip spread is what the probe and the pooled RankMe read.
+            # Per-token statistics would also be met by tokens that differ only by position, the
+            # fixed positional pattern seen in partially collapsed demo runs.
+            views = [z.mean(dim=1) for z in contexts]
+            if where in ("predictor", "both"):
+                views += [p.mean(dim=1) for p in out.predictions]
+            extra, reg_terms = regularization(views, self.regularizers,
+                                              seed=mix_seed(self.cfg.train.seed, SIGREG_STREAM, batch.stream.step))
+            loss = out.loss + extra
+            terms.update(loss_pred=float(out.loss.detach()), **reg_terms)
         sizes = [(c.shape[1], t.shape[1]) for c, t in masks]
         return StepOutput(
-            loss=out.loss,
-            terms={f"loss_mask_{i}": float(x.detach()) for i, x in enumerate(out.per_mask_loss)},
+            loss=loss,
+            terms=terms,
             flops=train_step_flops(self.dims, self.num_tokens, b, sizes)["total"],
             tokens=b * (self.num_tokens + sum(c + t for c, t in sizes)),
             features=out.targets,
@@ -81,6 +112,9 @@ class VJEPAObjective(Objective):
 
     def after_optimizer_step(self, step: int) -> dict[str, float]:
         o = self.cfg.optim
+        if o.ema_schedule == "none":  # the target is the online encoder: momentum 0 copies it exactly
+            self.model.update_target(0.0)
+            return {"ema_momentum": 0.0}
         momentum = ema_momentum(ema_schedule_step(o, step), self.total_steps, o.ema_momentum[0], o.ema_momentum[1],
                                 o.ema_schedule)
         self.model.update_target(momentum)
@@ -96,3 +130,4 @@ def video_path_parameter(encoder: nn.Module, name: str) -> bool:
     if name.startswith("norms_block."):
         return int(name.split(".")[1]) == len(encoder.norms_block) - 1
     return True
+

@@ -54,11 +54,14 @@ def action_landscape(model: LatentWorldModel, pixels: np.ndarray, state: Sequenc
                      steps: int = 21, dims: tuple[int, int] = (0, 1), distance: str = "l1",
                      batch: int = 256) -> Landscape:
     """Energy after one predicted step for a ``steps`` x ``steps`` grid of first actions: action dims
-    ``dims`` span [low, high] of those dims, the other dims are 0 (clipped into their bounds)."""
+    ``dims`` span [low, high] of those dims, the other dims are 0 (clipped into their bounds). A 1-D
+    action space gives one row of ``steps`` actions."""
     low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
     a_dim = low.shape[0]
     if a_dim < 1 or high.shape != low.shape:
         raise ValueError(f"action bounds must be two equal-length vectors, got {low.shape} and {high.shape}")
+    if a_dim == 1:  # one action dimension: a 1-row landscape along it
+        dims = (0, 0)
     if not all(0 <= d < a_dim for d in dims) or (a_dim > 1 and dims[0] == dims[1]):
         raise ValueError(f"dims {dims} must name two different action dimensions of {a_dim}")
     if steps < 2:

@@ -171,7 +171,7 @@ class LatentWorldModel:
         s0 = s0.to(dev, torch.float32).reshape(-1, s0.shape[-1])
         if self.state_dim is not None and s0.shape[-1] != self.state_dim:
             raise ValueError(f"the state has {s0.shape[-1]} dims, the predictor takes {self.state_dim}")
-        if self.use_cache and hasattr(self.predictor, "step"):
+        if self.use_cache and h > 1 and hasattr(self.predictor, "step"):  # one step: nothing to reuse
             return self._cached_rollout(z0, s0, actions.to(dev, torch.float32))
         z0 = z0.expand(b, *z0.shape[1:])
         s0 = s0.expand(b, -1)

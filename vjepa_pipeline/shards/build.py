@@ -36,6 +36,8 @@ from multiprocessing import get_context
 from pathlib import Path
 
 from ..utils.atomic import remove_stale_temporaries, write_json
+from .curation import CURATION_KEYS, analyse, curation_active, plan_pieces, score_clip, summarise
+from .dedup import find_duplicates, priority
 from .format import (INDEX_FORMAT, INDEX_NAME, INDEX_VERSION, ShardFormatError, read_index, shard_name,
                      stats_name)
 from .items import SourceList
@@ -83,7 +85,8 @@ def settings_of(opts) -> EncodeSettings:
 
 def build_fingerprint(source: Path, opts) -> tuple[str, dict]:
     """Settings that determine the output; anything else (workers, keep_work) may change on resume."""
-    settings = {k: v for k, v in asdict(opts).items() if k not in ("workers", "keep_work")}
+    settings = {k: v for k, v in asdict(opts).items() if k not in ("workers", "keep_work")
+                and not (k in CURATION_KEYS and v is None)}  # curation off: fingerprints of older builds hold
     settings["source"] = str(source)
     blob = json.dumps(settings, sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16], settings
@@ -122,10 +125,20 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
                                                                       settings_of(opts), sample_meta)
             return _record_done(work_dir, record, item, unit_dir)
         info = probe(item["path"])
-        ranges = clip_ranges(info.duration, info.fps, item.get("start"), item.get("end"),
-                             opts.max_clip_seconds, opts.min_seconds)
-        if not ranges:
-            raise MediaError("too short", f"{info.duration:.2f} s (min_seconds {opts.min_seconds})")
+        curated = None
+        if curation_active(opts):  # shards/curation.py
+            if not clip_ranges(info.duration, info.fps, item.get("start"), item.get("end"), None, opts.min_seconds):
+                raise MediaError("too short", f"{info.duration:.2f} s (min_seconds {opts.min_seconds})")
+            # the source is decoded for scene cuts only; motion and hashes come from each encoded clip
+            source = analyse(item["path"], info, item.get("end")) if opts.scene_threshold is not None else None
+            curated = plan_pieces(source, info, opts, item.get("start"), item.get("end"))
+            ranges = [(c["start"], c["end"]) for c in curated["pieces"]]  # none left: every piece is in "dropped"
+            record["curation"] = curated
+        else:
+            ranges = clip_ranges(info.duration, info.fps, item.get("start"), item.get("end"),
+                                 opts.max_clip_seconds, opts.min_seconds)
+            if not ranges:
+                raise MediaError("too short", f"{info.duration:.2f} s (min_seconds {opts.min_seconds})")
         unit_dir.mkdir(parents=True, exist_ok=True)
         settings = settings_of(opts)
         for i, (s, e) in enumerate(ranges):
@@ -142,8 +155,20 @@ def process_unit(item: dict, work: str, opts_dict: dict) -> dict:
             if opts.reencode or fallback:
                 out = encode_readable(item["path"], tmp, info, settings, None if whole else s, None if whole else e)
                 check_frames(info, out, s, e)
+            if curated is not None:
+                score = score_clip(analyse(str(tmp), out), opts)
+                curated["motion"].append(score["motion"])
+                if score["static"]:  # encoded, then dropped: cheaper than decoding every source once more
+                    tmp.unlink()
+                    curated["dropped"].append({"start": round(s, 6), "end": round(e, 6), "reason": "static",
+                                               "motion": score["motion"]})
+                    continue
             os.replace(tmp, dst)
             meta = sample_meta(item, info, out, opts, s, e, key, encoded=opts.reencode or bool(fallback))
+            if curated is not None:
+                piece = curated["pieces"][i]
+                meta["curation"] = {"scene": piece["scene"], "scene_seconds": piece["scene_seconds"],
+                                    "motion": score["motion"], "signature": score["signature"]}
             if fallback:
                 meta["passthrough_fallback"] = fallback
             record["samples"].append({"key": key, "file": str(dst.relative_to(work_dir)), "label": item["label"],
@@ -361,6 +386,9 @@ class ShardBuilder:
                              "unset shards.fps")
         if o.labels is not None or o.labelled:
             raise BuildError("trajectory shards are unlabelled: drop shards.labels / shards.labelled")
+        if curation_active(o):
+            raise BuildError(f"{self.source} holds trajectories: curation (scene_threshold, min_motion, dedup_distance) "
+                             "applies to video sources only; unset those shards.* keys")
         return discover_trajectories(str(self.source), o)
 
     def done_records(self, plan: dict) -> dict[str, dict]:
@@ -435,8 +463,15 @@ class ShardBuilder:
             raise BuildError(f"{len(missing)} videos are not processed yet (e.g. {missing[0]}); "
                              "run the encode step for every task first")
         samples = [s for it in plan["items"] for s in done[it["uid"]]["samples"]]
+        curation = None
+        if curation_active(self.opts):
+            samples, curation = self._curate(plan, done, samples)
         if not samples:
+            if curation is not None and curation["dropped"]:
+                raise BuildError(f"no usable clips: curation dropped all {len(curation['dropped'])} clips "
+                                 "(loosen shards.min_motion / min_seconds / dedup_distance)")
             raise BuildError("no usable videos: every input was skipped (see the reasons above)")
+        kept_keys = {s["key"] for s in samples}
         layout = self._layout(samples)
         shards = []
         for i, keys in enumerate(layout["shards"]):
@@ -458,10 +493,13 @@ class ShardBuilder:
             "shards": [{k: s[k] for k in ("name", "samples", "bytes", "sha256")} for s in shards],
             "samples_per_shard": layout["samples_per_shard"],
             "totals": totals(samples, len(plan["items"]) + len(plan["skipped"]), len(skipped),
-                             sum(1 for it in plan["items"] if done[it["uid"]]["samples"])),
+                             sum(1 for it in plan["items"]
+                                 if any(s["key"] in kept_keys for s in done[it["uid"]]["samples"]))),
             "label_map": plan["label_map"], "build_config": plan["settings"], "skipped": skipped,
             "ignored": plan.get("ignored", []),
         }
+        if curation is not None:
+            index["curation"] = curation
         trajectories = trajectory_summary(samples)
         if trajectories is not None:
             index["trajectories"] = trajectories
@@ -469,6 +507,23 @@ class ShardBuilder:
         with _environment_guard(f"writing {INDEX_NAME}"):
             _write_json(self.out / INDEX_NAME, index)
         return index
+
+    def _curate(self, plan: dict, done: dict, samples: list[dict]) -> tuple[list[dict], dict]:
+        """Near-duplicates are decided here, over every unit's done record, so the result does not
+        depend on how the encode step was split (array tasks, workers); then the curation summary."""
+        duplicates: list[dict] = []
+        if self.opts.dedup_distance is not None:
+            clips = [{"key": s["key"], "signature": (s["meta"].get("curation") or {}).get("signature"),
+                      "duration": s["meta"]["duration"], "priority": priority(s["meta"])} for s in samples]
+            copy_of = find_duplicates(clips, self.opts.dedup_distance)
+            by_key = {s["key"]: s["meta"] for s in samples}
+            duplicates = [{"source": m["source"], "clip_start": m["clip_start"], "clip_end": m["clip_end"],
+                           "reason": "near_duplicate", "key": key,
+                           "duplicate_of": {"key": copy_of[key], "source": by_key[copy_of[key]]["source"]}}
+                          for key, m in by_key.items() if key in copy_of]
+            samples = [s for s in samples if s["key"] not in copy_of]
+        units = [(it["rel"], done[it["uid"]]["curation"]) for it in plan["items"] if "curation" in done[it["uid"]]]
+        return samples, summarise(self.opts, units, duplicates, len(samples))
 
     def _layout(self, samples: list[dict]) -> dict:
         """Which samples go to which shard, fixed on first use so a resumed pack agrees."""

@@ -140,12 +140,17 @@ def shard_paths(shard_dir: Path, index: dict) -> list[Path]:
 
 
 # ---- the tar reader --------------------------------------------------------------------------
-def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
+def iter_groups(fileobj, odd: list[str] | None = None, wanted: tuple[str, ...] = SAMPLE_SUFFIXES,
+                skip_over: int | None = None, fold_case: bool = False) -> Iterator[dict]:
     """Yield one dict per sample (run of consecutive members sharing a key) of the tar streamed
     from ``fileobj``: ``{'key', 'suffixes': [every member's suffix, in order], 'mp4'|'json'|'cls':
     bytes}``. Odd members (not files, names with folders) are described in ``odd`` when given.
     A read error yields the sample it happened in, with ``'truncated'`` (True when inside one of
-    its members), then raises TarBroken."""
+    its members), then raises TarBroken.
+
+    ``wanted``: the suffixes read into memory; ``fold_case``: suffixes are lowercased first (image
+    shards: ``.JPG``). ``skip_over``: a wanted member larger than this (but within the tar) is
+    skipped, not read, its suffix listed in the group's ``'oversized'``."""
     current: dict | None = None
     in_data = False  # True while a member's bytes are read (an error then truncates ``current``)
     size = _bytes_left(fileobj)
@@ -161,6 +166,8 @@ def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
                 if len(path.parts) != 1 and odd is not None:
                     odd.append(f"member in a subfolder {member.name!r}")
                 key, _, suffix = path.name.partition(".")
+                if fold_case:
+                    suffix = suffix.lower()
                 if current is None or current["key"] != key:
                     if current is not None:
                         yield current
@@ -168,10 +175,13 @@ def iter_groups(fileobj, odd: list[str] | None = None) -> Iterator[dict]:
                 current["suffixes"].append(suffix)
                 if plain and size is not None and member.offset_data + member.size > size:
                     # A header that lies about its size: fail now, not after a long skip.
-                    in_data = suffix in SAMPLE_SUFFIXES and suffix not in current
+                    in_data = suffix in wanted and suffix not in current
                     raise tarfile.ReadError(f"member {member.name!r} declares {member.size} bytes, but only "
                                             f"{max(0, size - member.offset_data)} follow in the file")
-                if suffix in SAMPLE_SUFFIXES and suffix not in current:
+                if suffix in wanted and suffix not in current:
+                    if skip_over is not None and skip_over < member.size <= MAX_MEMBER_BYTES:
+                        current.setdefault("oversized", []).append(suffix)
+                        continue
                     if member.size > MAX_MEMBER_BYTES:
                         in_data = True
                         raise tarfile.ReadError(f"member {member.name!r} declares {member.size} bytes, more than a "
@@ -242,9 +252,12 @@ def _open_url(url: str):
     return gopen(url, "rb")
 
 
-def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], None]) -> Iterator[dict]:
-    """iter_groups over each URL in turn. A URL that cannot be opened or read is reported to
-    ``on_error(url, exc)`` and the next one is read; the groups read before a break are yielded."""
+def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], None],
+                    wanted: tuple[str, ...] = SAMPLE_SUFFIXES, skip_over: int | None = None,
+                    fold_case: bool = False) -> Iterator[dict]:
+    """iter_groups over each URL in turn (``wanted``, ``skip_over``, ``fold_case`` as there). A URL that cannot be
+    opened or read is reported to ``on_error(url, exc)`` and the next one is read; the groups read
+    before a break are yielded."""
     for url in urls:
         try:
             stream = _open_url(url)
@@ -252,7 +265,7 @@ def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], No
             on_error(url, exc)
             continue
         try:
-            yield from iter_groups(stream)
+            yield from iter_groups(stream, wanted=wanted, skip_over=skip_over, fold_case=fold_case)
         except TarBroken as exc:
             on_error(url, exc)
         finally:

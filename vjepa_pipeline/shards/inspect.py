@@ -29,6 +29,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from ..utils.atomic import atomic_path
+from .curation import ordered_histogram, render_curation, write_histograms_png
 from .decoders import DEFAULT_DECODER, DecodeError, DecoderUnavailable, get_decoder
 from .format import (REQUIRED_FIELDS, SAMPLE_SUFFIXES, ShardFormatError, TarBroken, iter_groups, read_index,
                      read_npz, stats_name)
@@ -60,6 +61,8 @@ class InspectReport:
     index_totals: dict = field(default_factory=dict)  # index["totals"] plus "bytes" summed over listed shards
     num_shards: int = 0  # shards listed in index.json
     decoded: bool = False  # whether every video was decoded
+    curation: dict | None = None  # index.json["curation"] (settings, counts, histograms) when the build curated
+    curation_png: Path | None = None  # its motion / scene-length histograms as a picture, when written
 
     def render(self) -> str:
         lines = [f"shards: {self.shard_dir} ({self.num_shards} listed"
@@ -76,6 +79,14 @@ class InspectReport:
                             ("labels", self.label_hist)):
             lines.append(f"{title}:")
             lines.extend(_bars(hist) or ["  (none)"])
+        if isinstance(self.curation, dict):
+            lines.extend(render_curation(self.curation))
+            hists = self.curation.get("histograms") or {}
+            for title, key in (("motion score (grey levels per frame), every scored clip", "motion"),
+                               ("scene length", "scene_seconds")):
+                if isinstance(hists.get(key), dict):
+                    lines.append(f"{title}:")
+                    lines.extend(_bars(ordered_histogram(key, hists[key])) or ["  (none)"])
         if self.problems:
             lines.append(f"problems ({len(self.problems)}):")
             lines.extend(f"  - {p}" for p in self.problems[:MAX_PROBLEMS_SHOWN])
@@ -85,6 +96,8 @@ class InspectReport:
             lines.append("problems: none")
         if self.sheet_path is not None:
             lines.append(f"contact sheet: {self.sheet_path}")
+        if self.curation_png is not None:
+            lines.append(f"curation histograms: {self.curation_png}")
         lines.append("OK" if self.ok else f"FAILED: {len(self.problems)} problem(s)")
         return "\n".join(lines)
 
@@ -482,11 +495,28 @@ def inspect_shards(shard_dir: str | os.PathLike, decode: bool = True,
         except OSError as exc:
             insp.problems.append(f"contact sheet: cannot write {written} ({exc.strerror or exc})")
             written = None
+    curation, curation_png = index.get("curation"), None
+    if curation is not None:
+        counts = curation.get("counts") if isinstance(curation, dict) else None
+        if not isinstance(counts, dict):
+            insp.problems.append("index.json: curation without counts")
+            curation = None
+        elif counts.get("kept") != totals["samples"]:
+            insp.problems.append(f"index.json: curation kept {counts.get('kept')} clips but the shards hold "
+                                 f"{totals['samples']} samples")
+    if curation is not None and sheet_path is not None:
+        curation_png = Path(sheet_path).expanduser().with_name("curation_histograms.png")
+        try:
+            write_histograms_png(curation_png, curation)
+        except OSError as exc:
+            insp.problems.append(f"curation histograms: cannot write {curation_png} ({exc.strerror or exc})")
+            curation_png = None
     res_hist = dict(sorted(insp.resolutions.items(), key=lambda kv: (-kv[1], kv[0])))
     return InspectReport(ok=not insp.problems, problems=insp.problems, totals=totals,
                          duration_hist=dict(insp.durations), resolution_hist=res_hist,
                          label_hist=insp.label_hist(), sheet_path=written, shard_dir=d,
-                         index_totals=index_totals, num_shards=len(index["shards"]), decoded=decode)
+                         index_totals=index_totals, num_shards=len(index["shards"]), decoded=decode,
+                         curation=curation, curation_png=curation_png)
 
 
 def write_contact_sheet(path: Path, rows: list[tuple[str, list]]) -> None:

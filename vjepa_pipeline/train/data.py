@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from ..data.batch import ClipBatch, TrajectoryBatch
 from ..data.loader import StreamState, build_train_stream, make_dataloader
+from ..data.mixture import mixture_signature
 from ..data.synthetic import SyntheticClips, synthetic_batch
 from ..data.trajectory_stream import build_trajectory_stream
 
@@ -55,11 +56,12 @@ class TrainDataModule(L.LightningDataModule):
         else:
             self.stream = build_train_stream(d, rank, world)
             workers = d.num_workers
-        state = StreamState(world, max(1, workers), d.seed)
+        state = StreamState(world, max(1, workers), d.seed, mixture_signature(d))
         if self.resume_dir is not None:
             path = self.resume_dir / "data_state" / f"rank_{rank}.json"
             if path.exists():
-                state.load_state_dict(json.loads(path.read_text()), reseed=d.reseed_on_world_size_change)
+                state.load_state_dict(json.loads(path.read_text()), reseed=d.reseed_on_world_size_change,
+                                      reseed_mixture=d.reseed_on_mixture_change)
         self.stream_state = state
 
     def on_after_batch_transfer(self, batch: ClipBatch | TrajectoryBatch, dataloader_idx: int):

@@ -203,6 +203,7 @@ class MetricsCallback(pl.Callback):
         self.wandb: WandbRun | None = None
         self.low_rankme_streak = 0
         self.alarm_fired = False
+        self._mix: dict[str, int] = {}  # videos per mixture source since the start (rank 0's)
         self._last_step: int | None = None
         self._t_start = time.time()
         self._reset_window()
@@ -295,6 +296,8 @@ class MetricsCallback(pl.Callback):
         w["wait"] += float(rec.get("data_wait_s") or 0.0)
         for k in ("clips", "tokens", "flops"):
             w[k] += float(rec.get(k) or 0.0)
+        for name, n in ((rec.get("loader") or {}).get("sources") or {}).items():
+            self._mix[name] = self._mix.get(name, 0) + n
 
     def _check_collapse(self, collapse: dict | None, step: int) -> bool | None:
         """Track consecutive low pooled RankMe; returns the alarm state when measured, else None."""
@@ -347,6 +350,12 @@ class MetricsCallback(pl.Callback):
         if failures or "attempts" in loader:
             out["loader_failures"] = sum(failures.values())
         out.update({f"loader_fail/{k}": v for k, v in failures.items()})
+        # The realised mixture (data.sources): this rank's videos per source since the process started
+        # (counted every step in _accumulate, logged or not).
+        total = sum(self._mix.values())
+        if total:
+            out.update({f"mix/{k}": n / total for k, n in self._mix.items()})
+            out.update({f"mix_videos/{k}": n for k, n in self._mix.items()})
         out.update({f"collapse/{k}": v for k, v in (rec.get("collapse") or {}).items()})
         # The objective's own named scalars (StepOutput.terms, after_optimizer_step extras).
         out.update({k: v for k, v in rec.items() if k not in RECORD_KEYS and isinstance(v, (int, float))})

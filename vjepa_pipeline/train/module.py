@@ -69,7 +69,12 @@ class StepAccumulator:
         self.flops += out.flops
         self.tokens += out.tokens
         if batch.stream is not None:
+            sources = dict((self.loader or {}).get("sources") or {})
+            for name, n in (getattr(batch.stream, "sources", None) or {}).items():
+                sources[name] = sources.get(name, 0) + n  # videos per mixture source, over the micro-batches
             self.loader = {"attempts": batch.stream.attempts, "failures": batch.stream.failures}
+            if sources:
+                self.loader["sources"] = sources
 
 
 def step_record(step: int, acc: StepAccumulator, group: dict, extra: dict[str, float], now: float) -> dict:

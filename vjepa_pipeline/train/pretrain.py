@@ -22,13 +22,18 @@ import torch
 from ..config import ConfigError, config_to_dict, dump_config, read_run_config
 from ..utils.atomic import remove_stale_temporaries
 from .checkpointing import RunCheckpointer, find_resume_checkpoint, read_last, set_aside_metrics
+from .determinism import pinned
 
 # Keys that may change between the first run and a resume (the run stays the same run).
 # The files of the run directory's top level that are replaced atomically (utils.atomic).
 RUN_DIR_FILES = ("last", "config.yaml", "metrics.jsonl", "wandb_id")
 RESUMABLE_CHANGES = ("train.max_steps", "train.checkpoint_every_steps", "train.checkpoint_every_minutes",
                      "train.keep_last", "logging.", "launch.", "data.num_workers", "train.nan_policy",
-                     "train.max_nan_skips", "data.path", "data.reseed_on_world_size_change")
+                     "train.max_nan_skips", "data.path", "data.reseed_on_world_size_change",
+                     # a mixture's paths may move; its weights and clip settings are checked against the
+                     # saved stream state (refused unless data.reseed_on_mixture_change)
+                     "data.sources", "data.reseed_on_mixture_change",
+                     "train.num_threads", "train.deterministic")  # how the same math runs, not what it is
 
 
 def run_dir_of(cfg) -> Path:
@@ -118,7 +123,8 @@ def pretrain(cfg, extra_callbacks=(), progress: bool | None = None) -> dict:
     if term is not None:
         term.install()
     try:
-        return _pretrain(cfg, flag, term, extra_callbacks, progress)
+        with pinned(cfg.train):  # train.deterministic / train.num_threads, restored afterwards
+            return _pretrain(cfg, flag, term, extra_callbacks, progress)
     finally:
         if term is not None:
             term.uninstall()

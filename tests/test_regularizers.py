@@ -1,0 +1,228 @@
+"""Collapse regularisers (objectives/regularizers.py): SIGReg and the VICReg variance / covariance
+terms against hand-computed values and known properties; their config keys; and short trainings
+that log each term in metrics.jsonl, including training without an EMA target."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vjepa_pipeline.config import ConfigError, load_config
+from vjepa_pipeline.objectives.regularizers import (SIGREG_KNOTS, SIGREG_T_MAX, RegularizerWeights, epps_pulley,
+                                                    random_directions, regularization, sigreg,
+                                                    sigreg_null_expectation, vicreg_covariance, vicreg_variance)
+from vjepa_pipeline.train.pretrain import pretrain
+
+ROOT = Path(__file__).resolve().parents[1]
+DEBUG = ROOT / "configs" / "pretrain" / "debug.yaml"
+
+
+def trapezoid_weights() -> tuple[list[float], list[float]]:
+    """The quadrature written out by hand: knots on [0, 3], doubled trapezoid weights x exp(-t^2/2)."""
+    k = SIGREG_KNOTS
+    dt = SIGREG_T_MAX / (k - 1)
+    ts = [i * dt for i in range(k)]
+    ws = [(dt if i in (0, k - 1) else 2 * dt) * math.exp(-t * t / 2) for i, t in enumerate(ts)]
+    return ts, ws
+
+
+# ----------------------------------------------------------------------------- SIGReg math
+def test_epps_pulley_matches_hand_computed_values():
+    ts, ws = trapezoid_weights()
+    # A constant sample at 0: ECF = 1 everywhere, so |ECF - phi|^2 = (1 - phi)^2.
+    n = 5
+    expected = n * sum(w * (1 - math.exp(-t * t / 2)) ** 2 for t, w in zip(ts, ws))
+    assert float(epps_pulley(torch.zeros(n, 1))) == pytest.approx(expected, rel=1e-5)
+    # The symmetric pair {a, -a}: ECF(t) = cos(t a) (the sine parts cancel).
+    a = 0.7
+    expected = 2 * sum(w * (math.cos(t * a) - math.exp(-t * t / 2)) ** 2 for t, w in zip(ts, ws))
+    assert float(epps_pulley(torch.tensor([[a], [-a]]))) == pytest.approx(expected, rel=1e-5)
+    # A shifted pair {a, a}: ECF(t) = cos(t a) + i sin(t a).
+    expected = 2 * sum(w * ((math.cos(t * a) - math.exp(-t * t / 2)) ** 2 + math.sin(t * a) ** 2)
+                       for t, w in zip(ts, ws))
+    assert float(epps_pulley(torch.tensor([[a], [a]]))) == pytest.approx(expected, rel=1e-5)
+
+
+def test_null_expectation_is_the_closed_form_and_matches_gaussian_samples():
+    ts, ws = trapezoid_weights()
+    assert sigreg_null_expectation() == pytest.approx(sum(w * (1 - math.exp(-t * t)) for t, w in zip(ts, ws)))
+    # ... which approximates the integral of (1 - exp(-t^2)) exp(-t^2/2) over [-3, 3]
+    t = np.linspace(-3, 3, 20001)
+    assert sigreg_null_expectation() == pytest.approx(np.trapezoid((1 - np.exp(-t**2)) * np.exp(-t**2 / 2), t),
+                                                      rel=2e-3)
+    # The mean statistic of standard-normal samples is that value, whatever the batch size.
+    gen = torch.Generator().manual_seed(0)
+    for n in (16, 512):
+        stats = torch.cat([epps_pulley(torch.randn(n, 50, generator=gen)) for _ in range(40)])
+        assert float(stats.mean()) == pytest.approx(sigreg_null_expectation(), rel=0.06)
+
+
+def test_sigreg_is_small_for_gaussians_and_large_for_collapsed_or_low_rank_embeddings():
+    gen = torch.Generator().manual_seed(1)
+    n, d = 4096, 32
+    gaussian = float(sigreg(torch.randn(n, d, generator=gen), seed=3))
+    constant = float(sigreg(torch.full((n, d), 0.3), seed=3))
+    rank_one = float(sigreg(torch.randn(n, 1, generator=gen) * torch.randn(1, d, generator=gen), seed=3))
+    shrunk = float(sigreg(0.1 * torch.randn(n, d, generator=gen), seed=3))  # right shape, wrong scale
+    assert gaussian < 2 * sigreg_null_expectation()
+    assert gaussian / n < 1e-3  # the per-sample discrepancy vanishes for large N
+    for collapsed in (constant, rank_one, shrunk):
+        assert collapsed > 100 * gaussian
+    # A collapsed batch scores in proportion to N; a Gaussian one does not grow.
+    assert float(sigreg(torch.zeros(2 * n, d), seed=3)) == pytest.approx(2 * float(sigreg(torch.zeros(n, d), seed=3)))
+
+
+def test_sigreg_directions_are_unit_and_deterministic_by_seed():
+    a = random_directions(16, 8, seed=7)
+    assert a.shape == (16, 8)
+    torch.testing.assert_close(a.norm(dim=0), torch.ones(8))
+    assert torch.equal(a, random_directions(16, 8, seed=7))
+    assert not torch.equal(a, random_directions(16, 8, seed=8))
+    z = torch.randn(32, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sigreg(z, seed=5), sigreg(z, seed=5))
+    assert not torch.equal(sigreg(z, seed=5), sigreg(z, seed=6))
+
+
+# ----------------------------------------------------------------------------- VICReg math
+def test_vicreg_variance_hand_values_and_zero_above_gamma():
+    z = torch.tensor([[0.0, 0.0], [1.0, 2.0]])  # unbiased variances 0.5 and 2
+    expected = (max(0.0, 1 - math.sqrt(0.5 + 1e-4)) + max(0.0, 1 - math.sqrt(2 + 1e-4))) / 2
+    assert float(vicreg_variance(z)) == pytest.approx(expected, rel=1e-6)
+    wide = 3 * torch.randn(256, 8, generator=torch.Generator().manual_seed(0))
+    assert float(vicreg_variance(wide)) == 0.0
+    assert float(vicreg_variance(torch.ones(10, 4))) == pytest.approx(1 - math.sqrt(1e-4))  # collapsed: ~gamma
+
+
+def test_vicreg_covariance_hand_values():
+    correlated = torch.tensor([[1.0, 1.0], [-1.0, -1.0]])  # covariance [[2, 2], [2, 2]]
+    assert float(vicreg_covariance(correlated)) == pytest.approx((2**2 + 2**2) / 2)
+    decorrelated = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
+    assert float(vicreg_covariance(decorrelated)) == 0.0
+
+
+def test_too_few_embeddings_or_wrong_shapes_are_clear_errors():
+    with pytest.raises(ValueError, match="at least 2"):
+        vicreg_variance(torch.zeros(1, 4))
+    with pytest.raises(ValueError, match=r"\(N, D\)"):
+        sigreg(torch.zeros(4), seed=0)
+
+
+# ----------------------------------------------------------------------------- combined
+def test_regularization_weighs_the_active_terms_and_gradients_flow():
+    gen = torch.Generator().manual_seed(0)
+    views = [torch.randn(8, 6, generator=gen).requires_grad_(True) for _ in range(2)]
+    w = RegularizerWeights(sigreg=0.5, vicreg_variance=2.0, vicreg_covariance=0.0, sigreg_slices=16)
+    total, terms = regularization(views, w, seed=11)
+    assert set(terms) == {"loss_sigreg", "loss_vicreg_var"}  # covariance is off: not computed nor logged
+    by_hand = (0.5 * (sigreg(views[0], 11, 16) + sigreg(views[1], 11, 16)) / 2
+               + 2.0 * (vicreg_variance(views[0]) + vicreg_variance(views[1])) / 2)
+    assert float(total.detach()) == pytest.approx(float(by_hand.detach()), rel=1e-6)
+    assert terms["loss_sigreg"] == pytest.approx(float((sigreg(views[0], 11, 16) + sigreg(views[1], 11, 16)).detach()) / 2)
+    total.backward()
+    for v in views:
+        assert v.grad is not None and torch.isfinite(v.grad).all() and v.grad.abs().sum() > 0
+    for fn in (lambda z: sigreg(z, 0, 16), vicreg_covariance):
+        z = torch.randn(8, 6, generator=gen).requires_grad_(True)
+        fn(z).backward()
+        assert z.grad.abs().sum() > 0
+
+
+def test_sigreg_gradient_takes_a_shrunken_batch_to_unit_spread():
+    z = (0.05 * torch.randn(64, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
+    opt = torch.optim.Adam([z], lr=0.05)
+    first = float(sigreg(z.detach(), seed=0, num_slices=64))
+    for step in range(40):
+        opt.zero_grad()
+        sigreg(z, seed=step, num_slices=64).backward()
+        opt.step()
+    std = z.detach().std(dim=0)
+    assert ((std > 0.7) & (std < 1.3)).all(), std  # every dimension near the N(0, 1) target
+    assert float(sigreg(z.detach(), seed=99, num_slices=64)) < first / 10
+
+
+# ----------------------------------------------------------------------------- config
+def cfg_for(tmp_path, *overrides):
+    return load_config(DEBUG, [f"train.run_dir={tmp_path}", "train.max_steps=5", "train.checkpoint_every_steps=5",
+                               "logging.log_every_steps=1", *overrides])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["objective.regularize=encoder"], "objective.regularize: must be one of"),
+    (["objective.sigreg_weight=-1"], "objective.sigreg_weight: must be >= 0"),
+    (["objective.sigreg_slices=0"], "objective.sigreg_slices: must be > 0"),
+    (["optim.ema_schedule=none"], "optim.ema_schedule: none (target = the online encoder) collapses"),
+    (["optim.ema_schedule=none", "objective.vicreg_covariance_weight=1"], "collapses without a regulariser"),
+    (["objective.vicreg_variance_weight=1", "data.batch_size=1"], "data.batch_size must be >= 2"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, overrides, message):
+    with pytest.raises(ConfigError) as err:
+        cfg_for(tmp_path, *overrides)
+    lines = [line for line in str(err.value).splitlines() if message in line]
+    assert len(lines) == 1, str(err.value)
+
+
+def test_published_recipes_keep_the_regularisers_off():
+    for path in sorted((ROOT / "configs" / "pretrain").glob("*.yaml")):
+        cfg = load_config(path)
+        ob = cfg.objective
+        assert (ob.sigreg_weight, ob.vicreg_variance_weight, ob.vicreg_covariance_weight) == (0, 0, 0), path.name
+        assert cfg.optim.ema_schedule != "none", path.name
+
+
+# ----------------------------------------------------------------------------- training
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("overrides, logged", [
+    (["objective.sigreg_weight=0.05"], {"loss_sigreg"}),
+    (["objective.vicreg_variance_weight=1.0", "objective.vicreg_covariance_weight=0.04", "objective.regularize=both"],
+     {"loss_vicreg_var", "loss_vicreg_cov"}),
+    (["objective.sigreg_weight=0.05", "objective.regularize=predictor", "optim.ema_schedule=none"], {"loss_sigreg"}),
+])
+def test_five_training_steps_log_each_term(tmp_path, overrides, logged):
+    pretrain(cfg_for(tmp_path, *overrides), progress=False)
+    rows = metrics(tmp_path / "debug")
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    terms = {"loss_sigreg", "loss_vicreg_var", "loss_vicreg_cov"}
+    for r in rows:
+        assert {k for k in terms if k in r} == logged
+        assert all(math.isfinite(r[k]) for k in logged)
+        assert r["loss"] > r["loss_pred"]  # the total includes the weighted regulariser
+    assert "collapse/pooled_rankme" in rows[0]
+    ckpt = torch.load(tmp_path / "debug/checkpoints/step_0000000005/model.ckpt", weights_only=True)
+    encoder = {k.removeprefix("encoder."): v for k, v in ckpt["state_dict"].items() if k.startswith("encoder.")}
+    same = all(torch.equal(v, encoder[k]) for k, v in ckpt["target_encoder"].items())
+    if "optim.ema_schedule=none" in overrides:  # no EMA: the stored target is the online encoder
+        assert same and all(r["ema"] == 0.0 for r in rows)
+        from vjepa_pipeline.checkpoint.export import export
+        from vjepa_pipeline.checkpoint.interop import read_checkpoint
+
+        export(tmp_path / "debug", tmp_path / "all.pt", what="all")  # exports keep working
+        exported = read_checkpoint(tmp_path / "all.pt")
+        assert all(torch.equal(v, exported["encoder"][k]) for k, v in exported["target_encoder"].items())
+    else:
+        assert not same
+
+
+def test_without_regularisers_the_step_is_unchanged(tmp_path):
+    """Weights 0: no extra terms in the metrics; the forward also hands over the context-encoder outputs
+    the regularisers read (one per mask pair, the context's token count)."""
+    from vjepa_pipeline.data.synthetic import SyntheticClips, synthetic_batch
+    from vjepa_pipeline.models.inputs import normalize_clips
+    from vjepa_pipeline.objectives import build_objective
+
+    cfg = cfg_for(tmp_path)
+    objective = build_objective(cfg)
+    batch = synthetic_batch(SyntheticClips(8, 32, seed=0), 0, 4)
+    out = objective.step(batch)
+    assert not {"loss_pred", "loss_sigreg", "loss_vicreg_var", "loss_vicreg_cov"} & set(out.terms)
+    clips, masks = normalize_clips(batch.clips), objective.masks.sample(4, 0)
+    plain = objective.model(clips, masks)
+    assert [z.shape[1] for z in plain.contexts] == [c.shape[1] for c, _ in masks]
+    assert all(z.requires_grad for z in plain.contexts)

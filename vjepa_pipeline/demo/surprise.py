@@ -1,0 +1,129 @@
+"""`vjepa demo surprise`: intuitive physics of the demo's checkpoints, pretrained vs random init.
+
+Generates the violation-of-expectation set in the demo's world (:mod:`.violations`), shards it with
+the shard builder, and scores it with ``vjepa eval surprise``'s machinery for every pretrained seed
+of a finished ``vjepa demo`` working folder and for the same architecture randomly initialised with
+that seed. Writes ``<out>/surprise/{violations, shards, seed<k>/<pretrained|random_init>/,
+summary.json, summary.md}``; shards are rebuilt when the set's parameters (``--pairs``) change, and finished
+reports are reused only for the same checkpoint fingerprint, stride and violation set.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+from pathlib import Path
+
+from ..errors import UsageError
+from ..utils.atomic import atomic_write_text, write_json
+
+LABELS = ("pretrained", "random init")
+
+
+def _runs(out: Path, seeds: list[int] | None) -> list[tuple[int, Path]]:
+    runs = sorted((int(p.name.removeprefix("pretrain_seed")), p) for p in (out / "runs").glob("pretrain_seed*")
+                  if p.name.removeprefix("pretrain_seed").isdigit() and (p / "checkpoints").is_dir())
+    if seeds:
+        runs = [r for r in runs if r[0] in seeds]
+    if not runs:
+        raise UsageError(f"{out}/runs: no finished demo pretraining run (pretrain_seed<k>/checkpoints); "
+                         f"run `vjepa demo --out {out}` first")
+    return runs
+
+
+def violation_shards(work: Path, pairs: int) -> tuple[Path, dict]:
+    """(shard folder, generator parameters) of the demo's violation set under ``work``: the set is
+    (re)written for these parameters, and the shards are rebuilt whenever the parameters recorded
+    with them (``shards.params.json``, written after a finished build) differ or the index is missing."""
+    from .violations import build_violation_shards, write_violation_set
+
+    params = write_violation_set(work / "violations", pairs_per_violation=pairs, progress=False)["params"]
+    shards, record = work / "shards", work / "shards.params.json"
+    try:
+        built = json.loads(record.read_text()) if record.is_file() else None
+    except ValueError:  # a damaged record: rebuild
+        built = None
+    if built != params or not (shards / "index.json").is_file():
+        record.unlink(missing_ok=True)
+        shutil.rmtree(shards, ignore_errors=True)  # ours alone (the demo's working folder)
+        build_violation_shards(work / "violations", shards)
+        write_json(record, params, indent=1)
+    return shards, params
+
+
+def cached_results(dest: Path, fingerprint: str, stride: int, params: dict) -> dict | None:
+    """``dest/results.json`` when it scored this checkpoint, stride and violation set; else None."""
+    try:
+        cached = json.loads((dest / "results.json").read_text()) if (dest / "results.json").is_file() else None
+    except ValueError:
+        return None
+    if (isinstance(cached, dict) and cached.get("fingerprint") == fingerprint and cached.get("stride") == stride
+            and cached.get("violation_params") == params):
+        return cached
+    return None
+
+
+def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = None, pairs: int = 40,
+                      stride: int = 1, device: str = "cpu", log=print) -> dict:
+    """Score pretrained and random-init models of every demo seed; returns summary.json's content."""
+    from ..config import load_config
+    from ..eval.surprise import load_surprise_model, random_surprise_model
+    from ..eval.surprise_data import pairs_from_shards
+    from ..eval.surprise_report import run_surprise, summarize_runs
+
+    out = Path(out)
+    runs = _runs(out, seeds)
+    work = out / "surprise"
+    shards, params = violation_shards(work, pairs)
+    pair_list, skipped = pairs_from_shards(shards)
+    for pair in pair_list:  # every model scores the same videos: decode each once (~150 MB for 400 clips)
+        for ref in (pair.possible, pair.impossible):
+            ref.load = functools.cache(ref.load)
+    log(f"violation set: {len(pair_list)} pairs ({len(skipped)} skipped) in {shards}")
+    results: dict[str, list[dict]] = {label: [] for label in LABELS}
+    for seed, run in runs:
+        cfg = load_config(run / "config.yaml")
+        models = {"pretrained": lambda run=run: load_surprise_model(str(run)),
+                  "random init": lambda cfg=cfg, seed=seed: random_surprise_model(
+                      cfg.model, cfg.data.num_frames, cfg.data.crop_size, seed, cfg.data.frame_step)}
+        for label in LABELS:
+            model = models[label]()
+            dest = work / f"seed{seed}" / label.replace(" ", "_")
+            res = cached_results(dest, model.fingerprint, stride, params)
+            if res is None:
+                res = run_surprise(model, pair_list, skipped, dest, str(shards), model.frame_step, stride,
+                                   device=device, progress=False, log=lambda *a: None)
+                res["violation_params"] = params  # part of the cache key: another --pairs rescores
+                write_json(dest / "results.json", res, indent=1)
+            results[label].append(res)
+            per = ", ".join(f"{k} {100 * v['relative_accuracy']:.0f}%" for k, v in res["per_violation"].items())
+            log(f"  seed {seed} {label:<11} relative accuracy {100 * res['relative_accuracy']:5.1f}%  "
+                f"AUROC {res['auroc']:.3f}  ({per})")
+    summary = {"seeds": [s for s, _ in runs], "pairs": results["pretrained"][0]["pairs"],
+               "context_frames": results["pretrained"][0]["primary"]["context_frames"], "stride": stride,
+               **{label: summarize_runs(rs) for label, rs in results.items()}}
+    write_json(work / "summary.json", summary, indent=1)
+    atomic_write_text(work / "summary.md", summary_markdown(summary))
+    log("\n" + summary_markdown(summary))
+    return summary
+
+
+def summary_markdown(summary: dict) -> str:
+    """Relative accuracy (mean +- std over seeds) per violation type, pretrained vs random init."""
+    kinds = sorted(summary["pretrained"]["per_violation"])
+    lines = [f"Relative accuracy, mean +- std over seeds {summary['seeds']} ({summary['pairs']} pairs; max surprise "
+             f"over time, {summary['context_frames']} context frames; chance 50 %)", "",
+             "| model | all | " + " | ".join(kinds) + " | AUROC |", "|---|---|" + "---|" * len(kinds) + "---|"]
+    for label in LABELS:
+        s = summary[label]
+
+        def cell(stat):
+            return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
+        lines.append(f"| {label} | {cell(s['relative_accuracy'])} | "
+                     + " | ".join(cell(s["per_violation"][k]["relative_accuracy"]) for k in kinds)
+                     + f" | {s['auroc']['mean']:.3f} +- {s['auroc']['std']:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+__all__ = ["cached_results", "run_demo_surprise", "summary_markdown", "violation_shards"]

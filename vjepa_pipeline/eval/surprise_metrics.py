@@ -1,0 +1,79 @@
+"""Violation-of-expectation metrics on per-video surprise scores (Garrido et al. 2025).
+
+- relative accuracy: over matched pairs (possible, impossible twins identical until the event),
+  the fraction where the possible video is the less surprising; a tie counts one half (the official
+  code counts ties as failures; with continuous scores ties do not happen);
+- AUROC: over all videos, the probability that an impossible video is more surprising than a
+  possible one (ties one half): ranks, no threshold;
+- absolute accuracy: one threshold for all videos, at the 90th percentile of the possible videos'
+  scores (the official calibration); a possible video is right strictly below it, an impossible one
+  strictly above it, so a video exactly at the threshold is an error either way (as in the official
+  code; the threshold is itself a possible video's score, so even separable data stays below 100 %).
+
+All take plain sequences of floats and return floats in [0, 1]; grouping by violation type is
+:func:`pair_metrics`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def relative_accuracy(possible: Sequence[float], impossible: Sequence[float]) -> float:
+    """Fraction of pairs i with possible[i] < impossible[i] (ties: 0.5)."""
+    p, q = np.asarray(possible, dtype=np.float64), np.asarray(impossible, dtype=np.float64)
+    if p.shape != q.shape or p.ndim != 1 or p.size == 0:
+        raise ValueError(f"relative accuracy needs two equal, non-empty lists of pair scores, got {p.shape} / {q.shape}")
+    return float(np.mean((p < q) + 0.5 * (p == q)))
+
+
+def auroc(possible: Sequence[float], impossible: Sequence[float]) -> float:
+    """Area under the ROC curve of "impossible" scored by surprise (Mann-Whitney U / (n m), ties 0.5)."""
+    from scipy.stats import rankdata
+
+    p, q = np.asarray(possible, dtype=np.float64), np.asarray(impossible, dtype=np.float64)
+    if p.size == 0 or q.size == 0:
+        raise ValueError("AUROC needs at least one possible and one impossible video")
+    ranks = rankdata(np.concatenate([p, q]))  # average ranks for ties
+    u = ranks[p.size:].sum() - q.size * (q.size + 1) / 2
+    return float(u / (p.size * q.size))
+
+
+def absolute_accuracy(possible: Sequence[float], impossible: Sequence[float], quantile: float = 0.9) -> float:
+    """Accuracy of one threshold at the ``quantile`` of the possible scores (official: the score at
+    index ceil(0.9 n) of the sorted possible scores; clamped here to the last, where the official code
+    fails for n < 10). As in facebookresearch/jepa-intuitive-physics ``compute_metrics``
+    (``(data1 < thresh).sum() + (data2 > thresh).sum()``), both comparisons are strict: the possible
+    video that sets the threshold counts as an error, so published numbers stay comparable (e.g. 10
+    possible scores 0..9 below 10 impossible ones: 19 / 20, not 1)."""
+    p, q = np.sort(np.asarray(possible, dtype=np.float64)), np.asarray(impossible, dtype=np.float64)
+    if p.size == 0 or q.size == 0:
+        raise ValueError("absolute accuracy needs at least one possible and one impossible video")
+    thresh = p[min(int(np.ceil(quantile * p.size)), p.size - 1)]
+    return float(((p < thresh).sum() + (q > thresh).sum()) / (p.size + q.size))
+
+
+def pair_metrics(pairs: Sequence[dict], score: str = "max", context: int = 0) -> dict:
+    """Metrics overall and per violation type.
+
+    ``pairs``: [{"violation": str, "possible": {"scores": {"max": [per context], ...}}, "impossible":
+    {...}}]. Returns {"overall": {...}, "per_violation": {type: {...}}}, each entry
+    {"relative_accuracy", "auroc", "absolute_accuracy", "pairs"}."""
+    groups: dict[str, list[dict]] = {}
+    for pair in pairs:
+        groups.setdefault(pair["violation"], []).append(pair)
+
+    def one(items: Sequence[dict]) -> dict:
+        p = [it["possible"]["scores"][score][context] for it in items]
+        q = [it["impossible"]["scores"][score][context] for it in items]
+        return {"relative_accuracy": relative_accuracy(p, q), "auroc": auroc(p, q),
+                "absolute_accuracy": absolute_accuracy(p, q), "pairs": len(items)}
+
+    if not pairs:
+        raise ValueError("no pairs to score")
+    return {"overall": one(pairs), "per_violation": {v: one(items) for v, items in sorted(groups.items())}}
+
+
+__all__ = ["absolute_accuracy", "auroc", "pair_metrics", "relative_accuracy"]
