@@ -20,6 +20,7 @@ import torch
 
 from ..errors import LoaderError
 from ..shards.format import iter_url_groups
+from .sources import file_samples
 
 IMAGE_SUFFIXES = ("jpg", "jpeg", "png")
 SAMPLE_MEMBERS = (*IMAGE_SUFFIXES, "json", "cls")  # the members of an image shard's sample that are read
@@ -56,15 +57,7 @@ def _key(path: Path, root: Path) -> str:
 def image_file_samples(items: Iterator[dict], on_error: Callable[[str], None],
                        on_unreadable: Callable[[str, BaseException], None] | None = None) -> Iterator[dict]:
     """Compressed image samples read from files (see :func:`~.sources.cycle_samples`)."""
-    for item in items:
-        try:
-            data = Path(item["path"]).read_bytes()
-        except OSError as exc:
-            if on_unreadable is not None:
-                on_unreadable(item["path"], exc)
-            on_error("unreadable file")
-            continue
-        yield {"key": item["key"], "image": data, "meta": None, "label": item["label"]}
+    return file_samples(items, on_error, on_unreadable, member="image")
 
 
 def image_tar_samples(urls: Iterator[str], on_error: Callable[[str], None],

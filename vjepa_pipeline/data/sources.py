@@ -139,8 +139,10 @@ def file_list_items(path: str | os.PathLike) -> list[dict]:
 
 
 def file_samples(items: Iterator[dict], on_error: Callable[[str], None],
-                 on_unreadable: Callable[[str, BaseException], None] | None = None) -> Iterator[dict]:
-    """Compressed samples read from files on disk (no metadata: the decoder counts frames)."""
+                 on_unreadable: Callable[[str, BaseException], None] | None = None,
+                 member: str = "mp4") -> Iterator[dict]:
+    """Compressed samples read from files on disk (no metadata: the decoder counts frames), the bytes
+    under ``member`` (``"mp4"`` for videos, ``"image"`` for still images)."""
     for item in items:
         try:
             data = Path(item["path"]).read_bytes()
@@ -149,7 +151,7 @@ def file_samples(items: Iterator[dict], on_error: Callable[[str], None],
                 on_unreadable(item["path"], exc)
             on_error("unreadable file")
             continue
-        yield {"key": item["key"], "mp4": data, "meta": None, "label": item["label"]}
+        yield {"key": item["key"], member: data, "meta": None, "label": item["label"]}
 
 
 def shuffle_buffer(samples: Iterator[dict], size: int, rng: random.Random) -> Iterator[dict]:
