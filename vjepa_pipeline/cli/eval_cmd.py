@@ -71,11 +71,13 @@ def register(sub) -> None:
     w.add_argument("--data", required=True, help="held-out trajectory shards (folder, index.json or URL pattern)")
     w.add_argument("--horizons", type=int, nargs="+", default=[1, 2], metavar="K",
                    help="rollout horizons to report (default: 1 2)")
-    w.add_argument("--out", type=Path, help="report folder (default: eval_results/world_model/<run name>)")
+    # SUPPRESS: an option given before the subcommand (`vjepa eval --device cuda world-model ...`) is kept
+    w.add_argument("--out", type=Path, default=argparse.SUPPRESS,
+                   help="report folder (default: eval_results/world_model/<run name>)")
     w.add_argument("--batch-size", type=int, default=32, help="windows per batch (default 32)")
     w.add_argument("--windows-per-sample", type=int, default=4, help="windows read per sample (default 4)")
     w.add_argument("--seed", type=int, default=0, help="seed of the action shuffles (default 0)")
-    w.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    w.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cuda when available)")
     w.set_defaults(run=run_world_model)
     s = kinds.add_parser("surprise", help="intuitive physics: violation-of-expectation surprise of a JEPA",
                          description=SURPRISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,7 +93,7 @@ def register(sub) -> None:
     s.add_argument("--stride", type=int, help="frames between windows (default: the suite's, else 2)")
     s.add_argument("--window", type=int, help="frames per window (default: the suite's, else the model's clip length)")
     s.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    s.add_argument("--model", nargs="*", default=[], metavar="key=value",
+    s.add_argument("--model", nargs="*", default=argparse.SUPPRESS, metavar="key=value",
                    help="architecture of checkpoints that do not carry it (official files)")
     s.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cuda when available)")
     s.set_defaults(run=run_surprise)
