@@ -1,14 +1,19 @@
 """Demo-recipe lab: does a recipe make the frozen encoder better than random init on the demo task?
 
 A fast loop for tuning configs/pretrain/demo.yaml (minutes, not the full `vjepa demo`): demo clips
-are rendered in memory (no mp4 / shards / loader), the JEPA step is plain PyTorch with the
-trainer's model, masks, schedules and EMA (bench/train_step.py checks that this matches the
-Lightning step), and the probe is the eval package's one-pass grid with the demo suite's
+are rendered in memory (no mp4 / shards / loader), the JEPA step is the trainer's own objective
+(``VJEPAObjective``: model, masks, collapse regularisers, EMA or ``ema_schedule: none``) in a plain
+PyTorch loop with the trainer's schedules, and the probe is the eval package's one-pass grid with the demo suite's
 settings. It probes the target encoder at random init and after each ``--eval-at`` step, and
 prints collapse statistics (RankMe of target tokens) next to each accuracy.
 
     python bench/demo_recipe.py [--steps 800] [--eval-at 0,400,800] [--frame-step 2] \
-        [--probe-epochs 80] [--supervised-ceiling 600] [key=value ...]   # overrides of demo.yaml
+        [--probe-epochs 80] [--probe-seeds 0,1,2] [--layer-sets="-1;-2,-1"] \
+        [--supervised-ceiling 600] [key=value ...]   # overrides of demo.yaml
+
+``--probe-seeds`` trains the probe once per seed on the same features and reports the mean (the
+probe alone moves by +-3-4 points between seeds on this 320-clip set); ``--layer-sets`` probes
+other blocks' outputs (concatenated, as the eval suite's ``layers``).
 
 ``--supervised-ceiling N`` also trains the same encoder end to end WITH the labels for N steps
 (mean-pooled tokens + linear head) and probes it: what this encoder can reach on this labelled
@@ -40,11 +45,11 @@ from vjepa_pipeline.data.augment import train_augment  # noqa: E402
 from vjepa_pipeline.models.inputs import normalize_clips  # noqa: E402
 from vjepa_pipeline.eval.grid import train_probe_grid  # noqa: E402
 from vjepa_pipeline.eval.suite import load_suite  # noqa: E402
-from vjepa_pipeline.models.build import build_jepa  # noqa: E402
 from vjepa_pipeline.models.collapse import rankme  # noqa: E402
-from vjepa_pipeline.models.jepa import ema_momentum  # noqa: E402
-from vjepa_pipeline.models.masks import MaskCollator, grid_for, specs_from_config  # noqa: E402
-from vjepa_pipeline.models.optim import apply_schedules, param_groups  # noqa: E402
+from vjepa_pipeline.models.optim import apply_schedules, build_adamw  # noqa: E402
+from vjepa_pipeline.models.build import build_jepa  # noqa: E402
+from vjepa_pipeline.objectives import build_objective  # noqa: E402
+from vjepa_pipeline.data.batch import ClipBatch, StreamPosition  # noqa: E402
 
 
 def labelled(split: str, per_class: int, frame_step: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -60,22 +65,43 @@ def pool(n: int, frame_step: int, seed: int) -> np.ndarray:
     return np.stack([dd.dataset_clip(seed, "unlabelled", i)[1][::frame_step] for i in range(n)])
 
 
+LAYER_SETS: tuple[tuple[int, ...], ...] = ((-1,),)
+
+
 @torch.no_grad()
-def features(encoder, clips: np.ndarray, batch: int = 32) -> torch.Tensor:
+def features(encoder, clips: np.ndarray, batch: int = 32, layers: tuple[int, ...] = (-1,)) -> torch.Tensor:
+    """Frozen tokens of ``layers`` (block indices, concatenated along the feature axis, as the eval
+    package's ``layers``)."""
     encoder.eval()
-    out = [encoder(normalize_clips(torch.from_numpy(clips[i:i + batch]))) for i in range(0, len(clips), batch)]
+
+    def run(x):
+        return encoder(x) if layers == (-1,) else torch.cat(encoder(x, return_layers=list(layers)), dim=-1)
+
+    out = [run(normalize_clips(torch.from_numpy(clips[i:i + batch]))) for i in range(0, len(clips), batch)]
     return torch.cat(out)[:, None, None]  # (M, segments, views, N, D)
 
 
+PROBE_SEEDS = (0,)
+
+
 def probe(encoder, data: dict, probe_cfg, label: str) -> dict:
+    rows = [probe_layers(encoder, data, probe_cfg, label + ("" if ls == (-1,) else f" layers {ls}"), ls)
+            for ls in LAYER_SETS]
+    return rows[0] if len(rows) == 1 else {**rows[0], "layer_sets": {str(ls): r for ls, r in zip(LAYER_SETS, rows)}}
+
+
+def probe_layers(encoder, data: dict, probe_cfg, label: str, layers: tuple[int, ...]) -> dict:
     t0 = time.perf_counter()
-    ftr, fva = features(encoder, data["train"][0]), features(encoder, data["val"][0])
-    res = train_probe_grid(ftr, torch.from_numpy(data["train"][1]), fva, torch.from_numpy(data["val"][1]),
-                           len(dd.CLASSES), probe_cfg, seed=0)
+    ftr, fva = features(encoder, data["train"][0], layers=layers), features(encoder, data["val"][0], layers=layers)
+    runs = [train_probe_grid(ftr, torch.from_numpy(data["train"][1]), fva, torch.from_numpy(data["val"][1]),
+                             len(dd.CLASSES), probe_cfg, seed=s) for s in PROBE_SEEDS]
     tokens = F.layer_norm(ftr[:, 0, 0].float(), (ftr.shape[-1],)).flatten(0, 1)
-    row = {"top1": round(res.top1, 1), "best_on_val": round(max(g["val_top1"] for g in res.grid), 1),
+    top1s = [r.top1 for r in runs]
+    row = {"top1": round(float(np.mean(top1s)), 1), "probe_seed_top1": [round(t, 1) for t in top1s],
+           "best_on_val": round(max(g["val_top1"] for r in runs for g in r.grid), 1),
            "token_rankme": round(rankme(tokens[:4096]), 1)}
-    print(f"  {label:<22} probe top-1 {row['top1']:5.1f}% (best on val {row['best_on_val']:5.1f}%)  "
+    seeds = f" probe seeds {'/'.join(f'{t:.1f}' for t in top1s)}" if len(top1s) > 1 else ""
+    print(f"  {label:<22} probe top-1 {row['top1']:5.1f}% (best on val {row['best_on_val']:5.1f}%){seeds}  "
           f"token RankMe {row['token_rankme']:5.1f}  [{time.perf_counter() - t0:.0f} s]", flush=True)
     return row
 
@@ -118,11 +144,16 @@ def main(argv=None) -> dict:
     p.add_argument("--val-per-class", type=int, default=25)
     p.add_argument("--probe-epochs", type=int, default=None, help="default: eval/demo.yaml")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layer-sets", default="-1", help="semicolon-separated block lists to probe, given with '=': --layer-sets='-1;-2,-1'")
+    p.add_argument("--probe-seeds", default="0", help="comma-separated probe seeds; the top-1 is their mean")
     p.add_argument("--supervised-ceiling", type=int, default=0, metavar="STEPS",
                    help="also train the encoder end to end with the labels for STEPS steps and probe it")
     p.add_argument("overrides", nargs="*", help="key=value overrides of configs/pretrain/demo.yaml")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    global PROBE_SEEDS, LAYER_SETS
+    LAYER_SETS = tuple(tuple(int(x) for x in ls.split(",")) for ls in a.layer_sets.split(";") if ls)
+    PROBE_SEEDS = tuple(int(x) for x in a.probe_seeds.split(",") if x)
     frames = len(range(0, 16, a.frame_step))
     cfg = load_config(ROOT / "configs/pretrain/demo.yaml",
                       [f"data.num_frames={frames}", "data.crop_size=64", f"train.max_steps={max(1, a.steps)}",
@@ -139,11 +170,11 @@ def main(argv=None) -> dict:
     print(f"demo clips in memory: {len(data['train'][0])} train / {len(data['val'][0])} val / {a.pool} pool, "
           f"{frames} frames ({time.perf_counter() - t0:.0f} s)", flush=True)
 
-    torch.manual_seed(cfg.train.seed)
-    model = build_jepa(cfg)
-    grid = grid_for(frames, 64, cfg.model.patch_size, cfg.model.tubelet_size)
-    masks = MaskCollator(specs_from_config(cfg.masks), grid, seed=cfg.train.seed)
-    opt = torch.optim.AdamW(param_groups([model.encoder, model.predictor], cfg.optim.weight_decay), lr=cfg.optim.lr)
+    # The trainer's own objective (masks, regularisers, EMA or none), fed in-memory batches
+    objective = build_objective(cfg, total_steps=a.steps)
+    objective.setup("cpu")
+    model = objective.model
+    opt = build_adamw(list(objective.trainable_networks().values()), cfg.optim)  # as the trainer
     rng = random.Random(cfg.data.seed)
     d, o = cfg.data, cfg.optim
     eval_at = sorted({int(s) for s in a.eval_at.split(",") if s})
@@ -151,29 +182,33 @@ def main(argv=None) -> dict:
     if 0 in eval_at:
         results[0] = probe(model.target_encoder, data, probe_cfg, "random init")
     ceiling = supervised_ceiling(cfg, data, a.supervised_ceiling, probe_cfg) if a.supervised_ceiling else None
-    losses, t_train = [], time.perf_counter()
+    losses, terms, t_train = [], {}, time.perf_counter()
     for step in range(a.steps):
         apply_schedules(opt, o, step, a.steps)
         idx = [rng.randrange(len(unlabelled)) for _ in range(d.batch_size)]
         clips = torch.stack([train_augment(unlabelled[i], 64, rng, d.crop_scale, d.crop_ratio,
                                            0.5 if d.hflip else 0.0) for i in idx])
         model.train()
-        out = model(normalize_clips(clips), masks.sample(d.batch_size, step))
+        out = objective.step(ClipBatch(clips, torch.full((len(idx),), -1), [str(i) for i in idx],
+                                       StreamPosition(step=step)))
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         if o.clip_grad:
             torch.nn.utils.clip_grad_norm_(list(model.trainable_parameters()), o.clip_grad)
         opt.step()
-        model.update_target(ema_momentum(step + 1, a.steps, *o.ema_momentum, o.ema_schedule))
+        objective.after_optimizer_step(step + 1)
         losses.append(out.loss.item())
+        for k, v in out.terms.items():
+            terms.setdefault(k, []).append(v)
         done = step + 1
         if done % 50 == 0 or done == a.steps:
-            print(f"step {done}/{a.steps}  loss {np.mean(losses[-50:]):.4f}  "
+            extra = "".join(f"  {k} {np.mean(v[-50:]):.4f}" for k, v in terms.items() if not k.startswith("loss_mask"))
+            print(f"step {done}/{a.steps}  loss {np.mean(losses[-50:]):.4f}{extra}  "
                   f"{(time.perf_counter() - t_train) / done:.2f} s/step", flush=True)
         if done in eval_at:
             results[done] = probe(model.target_encoder, data, probe_cfg, f"target after {done} steps")
 
-    last = max(results)
+    last = max(results, default=None)
     base = results.get(0, {}).get("top1")
     summary = {"bench": "demo_recipe", "steps": a.steps, "frames": frames,
                "random_init_top1": base, "pretrained_top1": results[last]["top1"] if last else None,
@@ -182,6 +217,7 @@ def main(argv=None) -> dict:
                "curve": {str(k): v for k, v in results.items()},
                "loss_first": round(float(np.mean(losses[:10])), 4) if losses else None,
                "loss_last": round(float(np.mean(losses[-10:])), 4) if losses else None,
+               "loss_sum": float(np.sum(losses)),
                "overrides": a.overrides, "device": "cpu"}
     print(json.dumps(summary))
     return summary

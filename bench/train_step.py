@@ -55,7 +55,8 @@ def plain_steps(cfg, steps: int, device: str) -> list[float]:
             torch.nn.utils.clip_grad_norm_(list(model.trainable_parameters()), cfg.optim.clip_grad)
         opt.step()
         o = cfg.optim
-        model.update_target(ema_momentum(step + 1, cfg.train.max_steps, *o.ema_momentum, o.ema_schedule))
+        model.update_target(0.0 if o.ema_schedule == "none"  # no EMA (LeJEPA): the target copies the encoder
+                            else ema_momentum(step + 1, cfg.train.max_steps, *o.ema_momentum, o.ema_schedule))
         float(out.loss)  # the trainer logs the loss every step: same sync here
         if device == "cuda":
             torch.cuda.synchronize()
@@ -96,6 +97,10 @@ def main() -> None:
         cfg = load_config(args.config, [*args.overrides, "data.source=synthetic", f"train.max_steps={args.steps}",
                                         f"train.run_dir={tmp}", "train.checkpoint_every_steps=1000000",
                                         "logging.wandb_mode=disabled", "logging.log_every_steps=1000000"])
+        ob = cfg.objective
+        if ob.sigreg_weight or ob.vicreg_variance_weight or ob.vicreg_covariance_weight:
+            p.error("the reference loop times the V-JEPA step without collapse regularisers; their cost is "
+                    "measured by bench/regularizers.py (s/step per variant)")
         if device == "cuda":
             torch.cuda.reset_peak_memory_stats()
         ours = statistics.median(lightning_steps(cfg)[warm:])

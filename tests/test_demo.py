@@ -39,3 +39,14 @@ def test_quick_demo_end_to_end(tmp_path):
                            env=env, capture_output=True, text=True, timeout=1500)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reusing") == 3  # the three evaluations of the single quick seed
+
+
+def test_a_working_folder_with_foreign_files_is_one_line_not_a_traceback(tmp_path, capsys):
+    from vjepa_pipeline.cli.main import main
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "notes.txt").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path), "--quick"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "holds no demo dataset" in err and "give a new or empty folder" in err
+    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"  # nothing of the user's was touched

@@ -190,3 +190,12 @@ def test_objective_run_loss_falls_and_is_deterministic():
     assert a == b
     assert all(math.isfinite(x) for x in a)
     assert sum(a[-5:]) / 5 < 0.95 * sum(a[:5]) / 5  # measured: 0.760 -> 0.647
+
+
+def test_objective_run_pins_its_thread_count_and_restores_it():
+    before = torch.get_num_threads()
+    threads = 1 if before != 1 else 2
+    seen = []
+    cfg = load_config(DEBUG, ["train.deterministic=true", f"train.num_threads={threads}"])
+    run_objective(cfg, 2, on_step=lambda r: seen.append(torch.get_num_threads()))
+    assert seen == [threads, threads] and torch.get_num_threads() == before

@@ -104,6 +104,24 @@ def test_changed_world_size_is_refused_unless_reseeded(shard_dir):
     assert other.position() == (10, {})
 
 
+def test_changed_shuffle_buffer_is_refused_unless_reseeded():
+    # one data.path: the buffer size decides the sample order, so the saved positions would replay
+    # another stream (a mixture records it per source in its signature)
+    state = StreamState(world_size=1, num_workers=2, seed=0, shuffle_buffer=100)
+    state.step = 7
+    other = StreamState(world_size=1, num_workers=2, seed=0, shuffle_buffer=200)
+    with pytest.raises(LoaderError, match="data.shuffle_buffer 100 -> 200"):
+        other.load_state_dict(state.state_dict())
+    other.load_state_dict(state.state_dict(), reseed=True)
+    assert other.position() == (7, {})
+    same = StreamState(world_size=1, num_workers=2, seed=0, shuffle_buffer=100)
+    same.load_state_dict({**state.state_dict(), "roles": {"0": {"epoch": 0, "consumed": 5}}})
+    assert same.position() == (7, {0: {"epoch": 0, "consumed": 5}})
+    legacy = {k: v for k, v in state.state_dict().items() if k != "shuffle_buffer"}  # saved before it was recorded
+    other.load_state_dict(legacy)
+    assert other.position()[0] == 7
+
+
 def test_startup_check_when_shards_are_fewer_than_readers(shard_dir):
     cfg = data_cfg(shard_dir, "data.num_workers=4")
     with pytest.raises(LoaderError, match="6 shards for 2 ranks x 4 workers"):

@@ -432,6 +432,20 @@ def test_eval_surprise_device_and_out_in_either_place():
     assert (neither.device, neither.out) == (None, None)
 
 
+def test_eval_model_before_a_subcommand_says_where_it_goes(capsys):
+    from vjepa_pipeline.cli.main import build_parser
+
+    parser = build_parser()
+    with pytest.raises(SystemExit):  # --model takes many values: `surprise` would be swallowed as one
+        parser.parse_args(["eval", "--model", "model.size=large", "surprise", "--encoder", "e", "--data", "d"])
+    err = capsys.readouterr().err
+    assert "got 'surprise'" in err and "put --model after the subcommand" in err
+    ok = parser.parse_args(["eval", "surprise", "--encoder", "e", "--data", "d", "--model", "model.size=large"])
+    assert ok.model == ["model.size=large"]
+    assert parser.parse_args(["eval", "--suite", "s", "--encoder", "e", "--model", "model.size=large"]).model \
+        == ["model.size=large"]
+
+
 def test_demo_surprise_rebuilds_shards_and_rescores_when_pairs_change(tmp_path):
     from vjepa_pipeline.demo.surprise import cached_results, violation_shards
     from vjepa_pipeline.eval.surprise_data import pairs_from_shards

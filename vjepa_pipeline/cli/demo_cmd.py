@@ -55,7 +55,21 @@ def run_surprise(args) -> int:
 
 
 def run(args) -> int:
-    from ..demo.pipeline import run_demo
+    import sys
 
-    run_demo(args.out, minutes=args.minutes, fresh=args.fresh, seeds=args.seeds, steps=args.steps, quick=args.quick)
+    from ..demo.dataset import DemoDatasetError
+    from ..demo.pipeline import run_demo
+    from ..errors import UsageError
+    from ..shards.build import BuildError, EnvironmentalFailure
+
+    try:
+        run_demo(args.out, minutes=args.minutes, fresh=args.fresh, seeds=args.seeds, steps=args.steps,
+                 quick=args.quick)
+    except EnvironmentalFailure as exc:  # disk full, ffmpeg killed...: a runtime failure, stages kept
+        print(f"vjepa demo: shard build failed: {exc}", file=sys.stderr)
+        return 1
+    except DemoDatasetError as exc:  # --out holds files the demo did not write: never delete them
+        raise UsageError(str(exc)) from None
+    except BuildError as exc:
+        raise UsageError(str(exc)) from None
     return 0

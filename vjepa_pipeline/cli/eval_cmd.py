@@ -48,6 +48,17 @@ examples:
 """
 
 
+def model_override(token: str) -> str:
+    """One ``key=value`` of --model. ``--model`` takes any number of values, so a subcommand named
+    after it (``vjepa eval --model k=v surprise ...``) would be swallowed as a value: say where it goes."""
+    if "=" not in token:
+        hint = {"surprise": "; put --model after the subcommand: `vjepa eval surprise ... --model key=value`",
+                "world-model": "; `vjepa eval world-model` takes no --model (the model is its first argument)"}
+        hint = hint.get(token, "")
+        raise argparse.ArgumentTypeError(f"expected key=value, got {token!r}{hint}")
+    return token
+
+
 def register(sub) -> None:
     p = sub.add_parser("eval", help="frozen-backbone evaluation suites", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -60,7 +71,7 @@ def register(sub) -> None:
     p.add_argument("--head", metavar="SOURCE",
                    help="evaluate this trained head on one dataset, no training: a Hugging Face "
                         "VJEPA2ForVideoClassification directory or a probes/<dataset>.pt file")
-    p.add_argument("--model", nargs="*", default=[], metavar="key=value",
+    p.add_argument("--model", nargs="*", default=[], metavar="key=value", type=model_override,
                    help="architecture of checkpoints that do not carry it (official files)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(run=run)
@@ -93,7 +104,7 @@ def register(sub) -> None:
     s.add_argument("--stride", type=int, help="frames between windows (default: the suite's, else 2)")
     s.add_argument("--window", type=int, help="frames per window (default: the suite's, else the model's clip length)")
     s.add_argument("--batch-size", type=int, default=16, help="windows per forward pass (default 16)")
-    s.add_argument("--model", nargs="*", default=argparse.SUPPRESS, metavar="key=value",
+    s.add_argument("--model", nargs="*", default=argparse.SUPPRESS, metavar="key=value", type=model_override,
                    help="architecture of checkpoints that do not carry it (official files)")
     s.add_argument("--device", default=argparse.SUPPRESS, help="cpu or cuda (default: cuda when available)")
     s.set_defaults(run=run_surprise)

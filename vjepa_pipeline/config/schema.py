@@ -166,7 +166,8 @@ class DataConfig:
     batches_per_epoch: int | None = None  # per rank; None = dataset clips / global batch
     max_failure_rate: float = 0.1  # stop when more than this fraction of samples fail to decode
     allow_shared_shards: bool = False  # fewer shards than ranks x workers: let workers share shards
-    reseed_on_world_size_change: bool = False  # resume with another world size: start a fresh stream
+    reseed_on_world_size_change: bool = False  # resume with another world size (or worker count, seed,
+    # single-source shuffle_buffer): start a fresh stream
     # A weighted mixture of shard sets (V-JEPA 2's datasets + datasets_weights); replaces data.path (docs/data.md)
     sources: list[DataSourceConfig] = field(default_factory=list)
     reseed_on_mixture_change: bool = False  # resume with other source weights / clip settings: start a fresh stream

@@ -62,9 +62,13 @@ class StreamState:
     ``data.max_failure_rate`` on every update (a role alone may stay below the minimum number of
     attempts while the rank as a whole is far above the limit)."""
 
-    def __init__(self, world_size: int, num_workers: int, seed: int, mixture: list | None = None):
+    def __init__(self, world_size: int, num_workers: int, seed: int, mixture: list | None = None,
+                 shuffle_buffer: int | None = None):
         self.world_size, self.num_workers, self.seed = world_size, num_workers, seed
         self.mixture = mixture  # data.sources' names, weights and clip settings (mixture.mixture_signature)
+        # one data.path: the buffer size orders the samples, so a resume must keep it (a mixture's
+        # per-source buffers are part of its signature)
+        self.shuffle_buffer = shuffle_buffer if mixture is None else None
         self.step = 0
         self.roles: dict[int, dict] = {}
         self.failures: dict[str, int] = {}
@@ -98,6 +102,8 @@ class StreamState:
                  "seed": self.seed, "step": self.step, "roles": {str(k): v for k, v in self.roles.items()}}
         if self.mixture is not None:
             state["mixture"] = self.mixture
+        if self.shuffle_buffer is not None:
+            state["shuffle_buffer"] = self.shuffle_buffer
         return state
 
     def load_state_dict(self, state: dict, reseed: bool = False, reseed_mixture: bool = False) -> None:
@@ -113,6 +119,9 @@ class StreamState:
                                   "data.reseed_on_mixture_change=true to start a fresh stream from this step")
         changed = [f"{k} {state[k]} -> {getattr(self, k)}" for k in ("world_size", "num_workers", "seed")
                    if state.get(k) != getattr(self, k)]
+        saved_buffer = state.get("shuffle_buffer")  # absent in states saved before it was recorded
+        if saved_buffer is not None and self.shuffle_buffer is not None and saved_buffer != self.shuffle_buffer:
+            changed.append(f"data.shuffle_buffer {saved_buffer} -> {self.shuffle_buffer}")
         if state.get("version") != STATE_VERSION:  # v1: streams seeded by another hash (sha256)
             changed.append(f"stream version {state.get('version')} -> {STATE_VERSION} (the loader derives its "
                            "shuffle seeds differently since)")

@@ -47,16 +47,18 @@ class TrainDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         rank, world = self.trainer.global_rank, self.trainer.world_size
         d = self.cfg.data
+        buffer = None  # data.shuffle_buffer, where it orders the samples (StreamState checks it on resume)
         if d.source == "synthetic":
             self.stream = SyntheticStream(d, rank, d.batches_per_epoch or 1000)
             workers = 0
         elif self.cfg.objective.kind == "action_conditioned":
             self.stream = build_trajectory_stream(self.cfg, rank, world)
-            workers = d.num_workers
+            workers, buffer = d.num_workers, d.shuffle_buffer
         else:
             self.stream = build_train_stream(d, rank, world)
-            workers = d.num_workers
-        state = StreamState(world, max(1, workers), d.seed, mixture_signature(d))
+            workers, buffer = d.num_workers, d.shuffle_buffer
+        state = StreamState(world, max(1, workers), d.seed, mixture_signature(d),
+                            shuffle_buffer=buffer)
         if self.resume_dir is not None:
             path = self.resume_dir / "data_state" / f"rank_{rank}.json"
             if path.exists():

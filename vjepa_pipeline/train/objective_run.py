@@ -19,6 +19,7 @@ from ..data.synthetic import SyntheticClips, synthetic_batch
 from ..models.collapse import collapse_stats
 from ..models.optim import apply_schedules, build_adamw
 from ..objectives import build_objective
+from .determinism import pinned
 
 
 @dataclass
@@ -43,28 +44,29 @@ def run_objective(cfg, steps: int | None = None, on_step: Callable[[StepRecord],
         raise ConfigError(f"`vjepa objective` runs the V-JEPA objective on generated clips; objective.kind="
                           f"{cfg.objective.kind!r} trains with `vjepa pretrain` on its own data (world models: "
                           "configs/world_model/moving_square_cpu.yaml)")
-    total = steps or cfg.train.max_steps
-    objective = build_objective(cfg, total_steps=total)
-    networks = list(objective.trainable_networks().values())
-    data = SyntheticClips(cfg.data.num_frames, cfg.data.crop_size, seed=cfg.data.seed)
-    optim = build_adamw(networks, cfg.optim)
-    params = [p for net in networks for p in net.parameters()]
-    clip = cfg.optim.clip_grad if cfg.optim.clip_grad is not None else float("inf")
-    records = []
-    for step in range(total):
-        t0 = time.perf_counter()
-        lr, wd = apply_schedules(optim, cfg.optim, step, total)
-        out = objective.step(synthetic_batch(data, step, cfg.data.batch_size))
-        optim.zero_grad(set_to_none=True)
-        out.loss.backward()
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        optim.step()
-        extra = objective.after_optimizer_step(step + 1)
-        stats = collapse_stats(out.features) if out.features is not None else {}
-        rec = StepRecord(step, float(out.loss.detach()), lr, wd, extra.get("ema_momentum", nan), grad_norm,
-                         stats.get("target_std_mean", nan), stats.get("pooled_rankme", nan),
-                         time.perf_counter() - t0)
-        records.append(rec)
-        if on_step is not None:
-            on_step(rec)
+    with pinned(cfg.train):  # train.deterministic / train.num_threads, as `vjepa pretrain`
+        total = steps or cfg.train.max_steps
+        objective = build_objective(cfg, total_steps=total)
+        networks = list(objective.trainable_networks().values())
+        data = SyntheticClips(cfg.data.num_frames, cfg.data.crop_size, seed=cfg.data.seed)
+        optim = build_adamw(networks, cfg.optim)
+        params = [p for net in networks for p in net.parameters()]
+        clip = cfg.optim.clip_grad if cfg.optim.clip_grad is not None else float("inf")
+        records = []
+        for step in range(total):
+            t0 = time.perf_counter()
+            lr, wd = apply_schedules(optim, cfg.optim, step, total)
+            out = objective.step(synthetic_batch(data, step, cfg.data.batch_size))
+            optim.zero_grad(set_to_none=True)
+            out.loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+            optim.step()
+            extra = objective.after_optimizer_step(step + 1)
+            stats = collapse_stats(out.features) if out.features is not None else {}
+            rec = StepRecord(step, float(out.loss.detach()), lr, wd, extra.get("ema_momentum", nan), grad_norm,
+                             stats.get("target_std_mean", nan), stats.get("pooled_rankme", nan),
+                             time.perf_counter() - t0)
+            records.append(rec)
+            if on_step is not None:
+                on_step(rec)
     return records
