@@ -132,6 +132,41 @@ def test_regularization_weighs_the_active_terms_and_gradients_flow():
         assert z.grad.abs().sum() > 0
 
 
+def _sigreg_rank_worker(rank: int, init_file: str, out: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    z = torch.load(Path(out, "z.pt"))
+    part = z[:5] if rank == 0 else z[5:]  # unequal shares: the global count must be summed, not assumed
+    part = part.clone().requires_grad_(True)
+    value = sigreg(part, seed=3, num_slices=16, distributed=True)
+    value.backward()
+    local = sigreg(part.detach(), seed=3, num_slices=16)  # distributed=False: this rank's rows alone
+    torch.save({"value": value.detach(), "grad": part.grad, "local": local}, Path(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_sigreg_under_data_parallelism_is_the_global_batch_statistic(tmp_path):
+    # 2 gloo ranks with 5 and 7 rows equal one process with all 12: the value on every rank, and
+    # each row's gradient (DDP then averages parameter gradients over ranks, so the autograd
+    # all-reduce's sum of the ranks' identical losses is scaled back to one loss).
+    import torch.multiprocessing as mp
+
+    z = torch.randn(12, 8, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.2
+    torch.save(z, tmp_path / "z.pt")
+    mp.start_processes(_sigreg_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    full = z.clone().requires_grad_(True)
+    expected = sigreg(full, seed=3, num_slices=16)
+    expected.backward()
+    for r in ranks:
+        assert torch.allclose(r["value"], expected.detach(), rtol=1e-5, atol=1e-6)
+    grads = torch.cat([ranks[0]["grad"], ranks[1]["grad"]]) / 2  # DDP's average over the 2 ranks
+    assert torch.allclose(grads, full.grad, rtol=1e-4, atol=1e-6)
+    assert not torch.allclose(ranks[0]["local"], expected.detach(), rtol=1e-3)  # per rank differs
+
+
 def test_sigreg_gradient_takes_a_shrunken_batch_to_unit_spread():
     z = (0.05 * torch.randn(64, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.05)

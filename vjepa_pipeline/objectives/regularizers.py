@@ -14,9 +14,13 @@ stop-gradient only; these terms fight collapse directly, on a batch of embedding
   for every step from a seed (deterministic, identical on every rank and device).
   For N(0, I) samples the statistic's expectation is :func:`sigreg_null_expectation` (about 1.05,
   independent of N); a collapsed or low-rank batch scores far higher, and more so as N grows.
+  Under data parallelism (``distributed=True`` with an initialised process group) the ECF is
+  summed over all ranks before the statistic, so it is the global batch's, as in the authors'
+  code; its gradient flows back to every rank's samples (an autograd all-reduce).
 - **VICReg** variance and covariance (Bardes, Ponce & LeCun 2022): a hinge on each dimension's
   standard deviation across the batch (``mean_d relu(gamma - std_d)``, gamma 1) and the sum of
-  squared off-diagonal covariances divided by D.
+  squared off-diagonal covariances divided by D. These stay per rank (the official VICReg gathers
+  embeddings across GPUs first).
 
 :func:`regularization` combines them with their weights over several views (one embedding batch
 per mask generator, say) and returns the named values for logging.
@@ -69,29 +73,50 @@ def _quadrature(t_max: float, knots: int, device=None) -> tuple[torch.Tensor, to
     return t, phi, w * phi
 
 
-def epps_pulley(x: torch.Tensor, t_max: float = SIGREG_T_MAX, knots: int = SIGREG_KNOTS) -> torch.Tensor:
+def _data_parallel() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def epps_pulley(x: torch.Tensor, t_max: float = SIGREG_T_MAX, knots: int = SIGREG_KNOTS,
+                distributed: bool = False) -> torch.Tensor:
     """Epps-Pulley normality statistic of each column of ``x`` (N, M) against N(0, 1): (M,).
 
     ``N * sum_k w_k |ECF(t_k) - phi(t_k)|^2`` with ``ECF(t) = mean_n exp(i t x_n)`` and the
     Gaussian-weighted trapezoid weights of :func:`_quadrature`. Standard-normal columns score
-    about :func:`sigreg_null_expectation` whatever N; a column far from N(0, 1) scores O(N)."""
+    about :func:`sigreg_null_expectation` whatever N; a column far from N(0, 1) scores O(N).
+    ``distributed``: with an initialised process group of several ranks, N and the ECF are those
+    of all ranks' rows together (every rank gets the same value)."""
     _check_batch(x, "epps_pulley")
     t, phi, weights = _quadrature(t_max, knots, x.device)
     xt = x.float().unsqueeze(-1) * t  # (N, M, K)
-    err = (xt.cos().mean(0) - phi).square() + xt.sin().mean(0).square()  # (M, K)
-    return (err @ weights) * x.shape[0]
+    sums = torch.stack([xt.cos().sum(0), xt.sin().sum(0)])  # (2, M, K)
+    n = float(x.shape[0])
+    if distributed and _data_parallel():
+        import torch.distributed as dist
+        from torch.distributed.nn.functional import all_reduce  # differentiable: gradients reach every rank
+
+        sums = all_reduce(sums)
+        count = torch.tensor([n], dtype=torch.float64, device=x.device)
+        dist.all_reduce(count)
+        n = float(count.item())
+    err = (sums[0] / n - phi).square() + (sums[1] / n).square()  # (M, K)
+    return (err @ weights) * n
 
 
 def sigreg(z: torch.Tensor, seed: int, num_slices: int = SIGREG_SLICES, t_max: float = SIGREG_T_MAX,
-           knots: int = SIGREG_KNOTS, directions: torch.Tensor | None = None) -> torch.Tensor:
+           knots: int = SIGREG_KNOTS, directions: torch.Tensor | None = None,
+           distributed: bool = False) -> torch.Tensor:
     """SIGReg of embeddings ``z`` (N, D): the mean Epps-Pulley statistic of ``z`` projected on
     ``num_slices`` random unit directions drawn from ``seed`` (a scalar; differentiable in z), or on
     the given ``directions`` (D, M). No standardisation: the target distribution is N(0, I) itself,
-    scale included."""
+    scale included. ``distributed``: the statistic of all ranks' rows (see :func:`epps_pulley`);
+    the seed gives every rank the same directions."""
     _check_batch(z, "sigreg")
     if directions is None:
         directions = random_directions(z.shape[1], num_slices, seed, z.device)
-    return epps_pulley(z.float() @ directions, t_max, knots).mean()
+    return epps_pulley(z.float() @ directions, t_max, knots, distributed=distributed).mean()
 
 
 def sigreg_null_expectation(t_max: float = SIGREG_T_MAX, knots: int = SIGREG_KNOTS) -> float:
@@ -135,17 +160,20 @@ class RegularizerWeights:
 
 
 def regularization(views: Sequence[torch.Tensor], weights: RegularizerWeights,
-                   seed: int) -> tuple[torch.Tensor, dict[str, float]]:
+                   seed: int, distributed: bool = True) -> tuple[torch.Tensor, dict[str, float]]:
     """The weighted sum of the active terms, each averaged over ``views`` (a list of (N, D)
     embedding batches), and the unweighted averages by name (``loss_sigreg``,
     ``loss_vicreg_var``, ``loss_vicreg_cov``) for logging. All views share the step's SIGReg
-    directions (drawn from ``seed``), as LeJEPA shares them across its views."""
+    directions (drawn from ``seed``), as LeJEPA shares them across its views. ``distributed``:
+    SIGReg measures the global batch when a process group of several ranks is up (every rank
+    must then call this with the same views, in the same order, as DDP training does)."""
     if not views:
         raise ValueError("regularization needs at least one batch of embeddings")
     terms: dict[str, torch.Tensor] = {}
     if weights.sigreg > 0:  # one draw of directions per step, shared by the views
         directions = random_directions(views[0].shape[1], weights.sigreg_slices, seed, views[0].device)
-        terms["loss_sigreg"] = torch.stack([sigreg(v, seed, directions=directions) for v in views]).mean()
+        terms["loss_sigreg"] = torch.stack([sigreg(v, seed, directions=directions, distributed=distributed)
+                                            for v in views]).mean()
     if weights.vicreg_variance > 0:
         terms["loss_vicreg_var"] = torch.stack([vicreg_variance(v) for v in views]).mean()
     if weights.vicreg_covariance > 0:
