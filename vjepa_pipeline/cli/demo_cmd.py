@@ -68,8 +68,6 @@ def run(args) -> int:
     except EnvironmentalFailure as exc:  # disk full, ffmpeg killed...: a runtime failure, stages kept
         print(f"vjepa demo: shard build failed: {exc}", file=sys.stderr)
         return 1
-    except DemoDatasetError as exc:  # --out holds files the demo did not write: never delete them
-        raise UsageError(str(exc)) from None
-    except BuildError as exc:
+    except (DemoDatasetError, BuildError) as exc:  # --out holds files the demo did not write: kept
         raise UsageError(str(exc)) from None
     return 0

@@ -92,15 +92,14 @@ def epps_pulley(x: torch.Tensor, t_max: float = SIGREG_T_MAX, knots: int = SIGRE
     t, phi, weights = _quadrature(t_max, knots, x.device)
     xt = x.float().unsqueeze(-1) * t  # (N, M, K)
     sums = torch.stack([xt.cos().sum(0), xt.sin().sum(0)])  # (2, M, K)
-    n = float(x.shape[0])
+    n: float | torch.Tensor = float(x.shape[0])
     if distributed and _data_parallel():
         import torch.distributed as dist
         from torch.distributed.nn.functional import all_reduce  # differentiable: gradients reach every rank
 
         sums = all_reduce(sums)
-        count = torch.tensor([n], dtype=torch.float64, device=x.device)
-        dist.all_reduce(count)
-        n = float(count.item())
+        n = torch.tensor(n, dtype=torch.float32, device=x.device)
+        dist.all_reduce(n)  # rows of all ranks; kept on the device (no host sync in the step)
     err = (sums[0] / n - phi).square() + (sums[1] / n).square()  # (M, K)
     return (err @ weights) * n
 
