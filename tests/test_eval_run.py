@@ -65,6 +65,7 @@ def test_suite_runner_writes_every_report_file(tmp_path, labelled_shards, native
     assert ds["class_names"] == ["left", "right"]
     assert 0.0 <= ds["top1"] <= 1.0 and ds["top5"] == 1.0
     assert ds["selection_rule"].startswith("held-out") and len(ds["grid"]) == 2
+    assert ds["protocol"]["probe"] == "linear" and ds["protocol"]["self_attn_blocks"] == 0  # what ran, not the key's default
     assert set(ds["low_shot"]) == {"1"} and len(ds["low_shot"]["1"]["runs"]) == 2
     for name in ("results.json", "report.md", "probes/toy.pt"):
         assert (out / name).exists(), name

@@ -88,6 +88,8 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
     protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
                 "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": ds.probe.kind,
                 **{k: v for k, v in dataclasses.asdict(ds.probe).items() if k != "kind"}}
+    if ds.probe.kind != "attentive_v2":  # the key is read by attentive_v2 alone: record what ran
+        protocol["self_attn_blocks"] = 0
     t0 = time.perf_counter()
     if val_only:
         saved = torch.load(probe_path, map_location="cpu", weights_only=True)
