@@ -47,10 +47,11 @@ def two_rooms_run(tmp_path_factory):
 def test_plan_runs_every_method_and_writes_the_summary(two_rooms_run, tmp_path):
     code, out, err = cli("plan", "--world-model", str(two_rooms_run / "wm"), "--env", "two_rooms", "--episodes", "2",
                          "--max-steps", "3", "--horizon", "2", "--samples", "16", "--top-k", "4", "--iterations", "2",
-                         "--out", str(tmp_path / "report"))
+                         "--intermediate", "--out", str(tmp_path / "report"))
     assert code == 0, err
     summary = json.loads((tmp_path / "report/summary.json").read_text())
     task = summary["tasks"]["two_rooms"]
+    assert summary["planner_config"]["intermediate"] is True and summary["planner_config"]["horizon"] == 2
     assert set(task) == {"world_model", "random", "greedy"}
     for method, s in task.items():
         assert s["episodes"] == 2 and 0.0 <= s["success_rate"] <= 1.0

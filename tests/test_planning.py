@@ -375,8 +375,15 @@ class PointEnv(gym.Env):
         return render(self._goal, self.size)
 
 
-MPC_CFG = {"cem": CEMConfig(samples=64, top_k=8, iterations=4, action_low=-0.1, action_high=0.1),
-           "mppi": MPPIConfig(samples=64, iterations=4, temperature=0.02, action_low=-0.1, action_high=0.1)}
+# Intermediate energy: with the final frame alone every plan whose actions sum to the remaining offset
+# scores the same, so the first action (the one executed when replanning every step) is left free and
+# the agent can wander near the goal for many steps, by how the samples fall on a given CPU's floats
+# (MPPI, seed 0, one action per plan: 21 steps on the CI machine, 7 on another). Scoring every frame
+# makes the straight path the single best plan.
+MPC_CFG = {"cem": CEMConfig(samples=64, top_k=8, iterations=4, action_low=-0.1, action_high=0.1,
+                            intermediate=True),
+           "mppi": MPPIConfig(samples=64, iterations=4, temperature=0.02, action_low=-0.1, action_high=0.1,
+                              intermediate=True)}
 
 
 @pytest.mark.parametrize("name", ["cem", "mppi"])
@@ -385,7 +392,7 @@ def test_mpc_loop_reaches_the_goal(name, replan_every):
     res = run_episode(PointEnv(), make_model(), planner=name, cfg=MPC_CFG[name], replan_every=replan_every,
                       record_frames=True)
     assert res.success and res.final_distance < 0.03, (res.final_distance, res.actions)
-    assert 4 <= res.steps <= 12 and res.actions.shape == (res.steps, 2)
+    assert 4 <= res.steps <= 8 and res.actions.shape == (res.steps, 2)  # 4 is the fewest at |a| <= 0.1
     assert res.states.shape == (res.steps + 1, 2)
     assert np.abs(res.actions).max() <= 0.1 + 1e-6 and len(res.frames) == res.steps + 1
     assert len(res.energies) == res.steps and res.energies[-1] < res.energies[0]

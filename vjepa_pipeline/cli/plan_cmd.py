@@ -44,6 +44,10 @@ def register(sub) -> None:
     p.add_argument("--top-k", type=int, default=20, help="CEM elites (default 20)")
     p.add_argument("--max-steps", type=int, help="steps per episode (default: the environment's)")
     p.add_argument("--replan-every", type=int, default=1, help="actions executed per plan (default 1)")
+    p.add_argument("--intermediate", action="store_true",
+                   help="score every predicted frame against the goal, not only the last: the first action is "
+                        "then pinned down (with the last frame alone any plan reaching the goal scores the same, "
+                        "which lets the agent wander near the goal when it replans every step)")
     p.add_argument("--out", type=Path, help="report folder (default: plan_results/<env>)")
     p.add_argument("--seed", type=int, default=0, help="pairs and planner seed (default 0)")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
@@ -106,7 +110,7 @@ def _run(args, out: Path) -> int:
                              f"{state_dim}-D states: train a world model on {args.env} episodes")
     common = dict(horizon=args.horizon, samples=args.samples, iterations=args.iterations,
                   action_low=tuple(float(x) for x in space.low), action_high=tuple(float(x) for x in space.high),
-                  seed=args.seed)
+                  intermediate=args.intermediate, seed=args.seed)
     cfg = (CEMConfig(top_k=args.top_k, **common) if args.planner == "cem" else MPPIConfig(**common))
     rows, t0 = [], time.monotonic()
 
