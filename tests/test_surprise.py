@@ -20,7 +20,8 @@ from vjepa_pipeline.eval.surprise import (SurpriseModel, default_context_frames,
 from vjepa_pipeline.eval.surprise_data import (Pair, VideoRef, frame_digests, intphys_matches, load_surprise_suite,
                                                pairs_from_grasp, pairs_from_inflevel, pairs_from_intphys, read_pairs,
                                                SurpriseSuite)
-from vjepa_pipeline.eval.surprise_metrics import absolute_accuracy, auroc, pair_metrics, relative_accuracy
+from vjepa_pipeline.eval.surprise_metrics import (absolute_accuracy, auroc, pair_metrics, quadruplet_accuracy,
+                                                  relative_accuracy)
 from vjepa_pipeline.eval.surprise_report import prepare_frames, primary_context, run_surprise, score_pairs
 from vjepa_pipeline.models.vit import VisionTransformer
 
@@ -45,6 +46,19 @@ def test_vanish_hides_the_object_behind_the_occluder_first():
         possible, impossible, event = violation_pair("vanish", 0, i)
         differs = [t for t in range(len(possible)) if not np.array_equal(possible[t], impossible[t])]
         assert differs and differs[0] > event
+
+
+def test_vanish_and_appear_of_one_index_form_a_quadruplet_whose_content_cancels():
+    """Appear pair i is drawn from vanish pair i's scene: from the event on, the object that comes out
+    in the possible vanish movie is the one that appears in the impossible appear movie, and the
+    vanished and the nothing-there movies are the same frames, so the four movies show the object
+    equally long on the possible and on the impossible side."""
+    for i in range(2):
+        v_ok, v_bad, event = violation_pair("vanish", 1, i)
+        a_ok, a_bad, event_a = violation_pair("appear", 1, i)
+        assert event_a == event
+        assert np.array_equal(v_ok[event:], a_bad[event:]) and np.array_equal(v_bad[event:], a_ok[event:])
+        assert np.array_equal(a_ok[:event], a_bad[:event]) and not np.array_equal(v_ok[:event], a_ok[:event])
 
 
 def test_unknown_violation_is_refused():
@@ -122,6 +136,23 @@ def test_pair_metrics_per_violation():
     assert m["per_violation"]["b"]["auroc"] == 1.0 and m["per_violation"]["a"]["pairs"] == 2
 
 
+def test_quadruplet_accuracy_sums_the_two_pairs_of_a_scene():
+    def pair(v, p, q, quad=None):
+        return {"violation": v, "quadruplet": quad, "possible": {"scores": {"max": [p], "mean": [p]}},
+                "impossible": {"scores": {"max": [q], "mean": [q]}}}
+    # q1: possible 1 + 5 = 6 < impossible 3 + 4 = 7 (right although its vanish pair alone is wrong);
+    # q2: 2 + 2 = 4 > 1 + 1 = 2 (wrong); q3: 1 + 1 = 1 + 1 (tie, one half); a lone id is no quadruplet
+    pairs = [pair("vanish", 5, 4, "q1"), pair("appear", 1, 3, "q1"), pair("vanish", 2, 1, "q2"),
+             pair("appear", 2, 1, "q2"), pair("O1", 1, 0.5, "q3"), pair("O1", 0, 0.5, "q3"),
+             pair("teleport", 0, 1), pair("shape", 0, 1, "lonely")]
+    q = pair_metrics(pairs, "mean", 0)["quadruplets"]
+    assert q["overall"] == {"quadruplet_accuracy": pytest.approx(1.5 / 3), "quadruplets": 3}
+    assert q["per_type"]["appear+vanish"] == {"quadruplet_accuracy": 0.5, "quadruplets": 2}
+    assert q["per_type"]["O1"] == {"quadruplet_accuracy": 0.5, "quadruplets": 1}
+    assert quadruplet_accuracy([6, 4], [7, 2]) == 0.5
+    assert pair_metrics(pairs[6:], "max", 0)["quadruplets"] is None
+
+
 # ---- readers on fake trees ----------------------------------------------------------------------
 def _mp4(path, frames):
     from vjepa_pipeline.demo.dataset import encode_clips
@@ -178,6 +209,11 @@ def test_intphys_quadruplets_pair_by_longest_identical_prefix(tmp_path):
     assert [(p.possible.key, p.impossible.key) for p in pairs] == [("O1/scene_01/1", "O1/scene_01/4"),
                                                                    ("O1/scene_01/2", "O1/scene_01/3")]
     assert skipped == [] and pairs[0].possible.load().shape == (6, 8, 8, 3)
+    assert [p.group for p in pairs] == ["O1/scene_01/1-4", "O1/scene_01/2-3"]  # one id per pair ...
+    assert [p.quadruplet for p in pairs] == ["O1/scene_01"] * 2  # ... and the scene's quadruplet
+    (tmp_path / "O1" / "scene_01" / "3" / "status.json").write_text(json.dumps({"header": {"is_possible": True}}))
+    pairs, skipped = pairs_from_intphys(tmp_path, [])  # movies 2 and 3 both possible: one pair, no quadruplet
+    assert [(p.group, p.quadruplet) for p in pairs] == [("O1/scene_01/1-4", None)] and len(skipped) == 1
     (tmp_path / "O1" / "scene_01" / "4" / "status.json").unlink()
     assert pairs_from_intphys(tmp_path, [])[0] == []
 
@@ -248,6 +284,44 @@ def test_report_on_generated_pairs(tmp_path):
     for png in ("plots/surprise_over_time.png", "plots/example_pairs.png"):
         assert (tmp_path / png).stat().st_size > 1000
     assert "| 4 | max | all | 6 |" in (tmp_path / "report.md").read_text()
+
+
+def test_generated_quadruplets_through_shards_and_the_report(tmp_path):
+    """vanish + appear written as a set and sharded: the pairs of one index share a quadruplet id; the
+    report's quadruplet accuracy is the share of quadruplets whose possible movies' summed mean
+    surprise is below the impossible ones'; a quadruplet id on one pair only is dropped and counted."""
+    from vjepa_pipeline.demo.violations import build_violation_shards, write_violation_set
+    from vjepa_pipeline.eval.surprise_data import _make_pairs, pairs_from_shards
+
+    write_violation_set(tmp_path / "v", pairs_per_violation=2, violations=("vanish", "appear", "teleport"),
+                        progress=False)
+    build_violation_shards(tmp_path / "v", tmp_path / "s", workers=1)
+    pairs, skipped = pairs_from_shards(tmp_path / "s")
+    assert skipped == [] and len(pairs) == 6
+    quads = {p.group: p.quadruplet for p in pairs}
+    assert quads == {"appear_0000": "occlusion_0000", "appear_0001": "occlusion_0001", "teleport_0000": None,
+                     "teleport_0001": None, "vanish_0000": "occlusion_0000", "vanish_0001": "occlusion_0001"}
+    res = run_surprise(copy_model(), pairs, [], tmp_path / "out", "generated", 2, stride=4, plots=False,
+                       progress=False, log=lambda *a: None)
+    ctx = res["context_frames"].index(res["quadruplets"]["context_frames"])
+    by_quad: dict[str, list] = {}
+    for entry in res["scored_pairs"]:
+        if entry["quadruplet"]:
+            by_quad.setdefault(entry["quadruplet"], []).append(entry)
+    right = [sum(e["possible"]["scores"]["mean"][ctx] for e in two) < sum(e["impossible"]["scores"]["mean"][ctx]
+                                                                          for e in two) for two in by_quad.values()]
+    assert res["quadruplets"]["quadruplets"] == 2 and res["quadruplets"]["score"] == "mean"
+    assert res["quadruplets"]["quadruplet_accuracy"] == pytest.approx(sum(right) / 2)
+    assert set(res["quadruplets"]["per_type"]) == {"appear+vanish"}
+    assert "| appear+vanish | 2 |" in (tmp_path / "out" / "report.md").read_text()
+    ref = VideoRef("x", lambda: None, True)
+    lone = _make_pairs({"a": [(ref, "vanish", "q9")], "b": [(VideoRef("y", lambda: None, True), "vanish", None),
+                                                            (VideoRef("z", lambda: None, False), "vanish", None)],
+                        "c": [(VideoRef("w", lambda: None, False), "appear", "q9")]}, skipped := [])
+    assert [p.group for p in lone] == ["b"] and len(skipped) == 2  # a and c are half pairs, counted
+    one = _make_pairs({"a": [(ref, "vanish", "q9"), (VideoRef("z", lambda: None, False), "vanish", "q9")]},
+                      skipped := [])
+    assert one[0].quadruplet is None and "quadruplet q9: 1 pair(s)" in skipped[0]
 
 
 # ---- the commands, end to end -------------------------------------------------------------------

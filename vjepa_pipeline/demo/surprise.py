@@ -98,8 +98,10 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
                 write_json(dest / "results.json", res, indent=1)
             results[label].append(res)
             per = ", ".join(f"{k} {100 * v['relative_accuracy']:.0f}%" for k, v in res["per_violation"].items())
+            quad = res.get("quadruplets")
+            quad_text = "" if not quad else f"  quadruplets {100 * quad['quadruplet_accuracy']:.0f}%"
             log(f"  seed {seed} {label:<11} relative accuracy {100 * res['relative_accuracy']:5.1f}%  "
-                f"AUROC {res['auroc']:.3f}  ({per})")
+                f"AUROC {res['auroc']:.3f}  ({per}){quad_text}")
     summary = {"seeds": [s for s, _ in runs], "pairs": results["pretrained"][0]["pairs"],
                "context_frames": results["pretrained"][0]["primary"]["context_frames"], "stride": stride,
                **{label: summarize_runs(rs) for label, rs in results.items()}}
@@ -112,17 +114,22 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
 def summary_markdown(summary: dict) -> str:
     """Relative accuracy (mean +- std over seeds) per violation type, pretrained vs random init."""
     kinds = sorted(summary["pretrained"]["per_violation"])
+    quads = all("quadruplets" in summary[label] for label in LABELS)
     lines = [f"Relative accuracy, mean +- std over seeds {summary['seeds']} ({summary['pairs']} pairs; max surprise "
-             f"over time, {summary['context_frames']} context frames; chance 50 %)", "",
-             "| model | all | " + " | ".join(kinds) + " | AUROC |", "|---|---|" + "---|" * len(kinds) + "---|"]
+             f"over time, {summary['context_frames']} context frames; chance 50 %)"
+             + ("; last column: the vanish / appear quadruplets (mean surprise over time, where the object's "
+                "content cancels)" if quads else ""), "",
+             "| model | all | " + " | ".join(kinds) + " | AUROC |" + (" quadruplets |" if quads else ""),
+             "|---|---|" + "---|" * len(kinds) + "---|" + ("---|" if quads else "")]
+
+    def cell(stat):
+        return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
     for label in LABELS:
         s = summary[label]
-
-        def cell(stat):
-            return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
         lines.append(f"| {label} | {cell(s['relative_accuracy'])} | "
                      + " | ".join(cell(s["per_violation"][k]["relative_accuracy"]) for k in kinds)
-                     + f" | {s['auroc']['mean']:.3f} +- {s['auroc']['std']:.3f} |")
+                     + f" | {s['auroc']['mean']:.3f} +- {s['auroc']['std']:.3f} |"
+                     + (f" {cell(s['quadruplets']['quadruplet_accuracy'])} |" if quads else ""))
     return "\n".join(lines) + "\n"
 
 

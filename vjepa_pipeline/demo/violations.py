@@ -10,7 +10,10 @@ grow / shrink classes are not used, their size would leave the demo's range). At
     vanish     the object passes behind an occluder (a vertical band, in both twins); possible: it
                comes out on the other side; impossible: it never comes out
     appear     possible: nothing behind the occluder, nothing comes out; impossible: an object
-               comes out of it (it was hidden there, unseen, until the event)
+               comes out of it (it was hidden there, unseen, until the event). Drawn from the same
+               scene as vanish pair ``index``: the two pairs form an IntPhys-style quadruplet (passes
+               behind / vanishes / nothing there / appears) in which the object is on screen equally
+               long in the possible and the impossible movies, so its content cancels
     teleport   the object jumps 25-40 % of the frame in a random direction
     shape      the outline changes (round <-> boxy, aspect ratio)
     colour     the colour and texture are redrawn
@@ -22,8 +25,10 @@ The pixel noise is shared by the twins. Everything is deterministic in (seed, vi
 Layout written by :func:`write_violation_set`::
 
     DIR/clips/<violation>_<NNNN>_{possible,impossible}.mp4
-    DIR/manifest.csv        path, pair, violation, possible (1/0), event_frame: the shard builder's
-                            manifest format (extra columns land in each sample's metadata)
+    DIR/manifest.csv        path, pair, violation, possible (1/0), event_frame, quadruplet (the
+                            shared id of vanish / appear pairs NNNN when both are in the set, else
+                            empty): the shard builder's manifest format (extra columns land in each
+                            sample's metadata)
     DIR/violations.json     parameters, written last (its absence marks an unfinished set)
 """
 
@@ -45,7 +50,7 @@ from .dataset import (CRF, MARKER_SHIFT, NOISE_STD, OBJ_TINT, SQUARENESS, ASPECT
 VIOLATIONS = ("vanish", "appear", "teleport", "shape", "colour")
 VIOLATION_CODES = {v: i + 1 for i, v in enumerate(VIOLATIONS)}
 BASE_CLASSES = ("move_left", "move_right", "move_up", "move_down", "rotate_cw", "rotate_ccw")
-GENERATOR, GENERATOR_VERSION = "vjepa_pipeline.demo.violations", 1
+GENERATOR, GENERATOR_VERSION = "vjepa_pipeline.demo.violations", 2  # 2: appear shares vanish's scene
 MANIFEST, INFO = "manifest.csv", "violations.json"
 DEMO_FRAMES = 16                # the demo clip length whose per-frame speeds we keep
 EVENT_RANGE = (0.4, 0.6)        # event frame, as a fraction of the clip
@@ -136,9 +141,10 @@ def violation_pair(violation: str, seed: int, index: int, size: int = 64, frames
         raise ValueError(f"unknown violation {violation!r}; violations: {', '.join(VIOLATIONS)}")
     if frames < 8 or size < 16 or size % 2:
         raise ValueError(f"need frames >= 8 and an even size >= 16, got frames={frames}, size={size}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), VIOLATION_CODES[violation], int(index)]))
-    event = int(round(frames * rng.uniform(*EVENT_RANGE)))
     occluded = violation in ("vanish", "appear")
+    code = VIOLATION_CODES["vanish" if occluded else violation]  # appear index i: vanish index i's scene
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), code, int(index)]))
+    event = int(round(frames * rng.uniform(*EVENT_RANGE)))
     scene = _scene(rng, size, frames, ("move_left", "move_right") if occluded else BASE_CLASSES)
     obj = scene["object"]
     noise = rng.standard_normal((frames, size, size, 3), dtype=np.float32) * np.float32(NOISE_STD)
@@ -225,6 +231,7 @@ def write_violation_set(out_dir: str | os.PathLike, pairs_per_violation: int = 4
     info_path.unlink(missing_ok=True)
     rows = []
     todo = plan(pairs_per_violation, violations)
+    quadruplets = {"vanish", "appear"} <= set(violations)
     with tqdm(total=len(todo), desc="violation pairs", unit="pair", disable=not progress, ascii=True) as bar:
         for k in range(0, len(todo), 8):  # one ffmpeg per 8 pairs
             jobs, finals = [], []
@@ -234,14 +241,15 @@ def write_violation_set(out_dir: str | os.PathLike, pairs_per_violation: int = 4
                     rel = f"clips/{violation}_{i:04d}_{name}.mp4"
                     jobs.append((out / (rel + ".tmp"), clip))
                     finals.append(out / rel)
+                    quad = f"occlusion_{i:04d}" if quadruplets and violation in ("vanish", "appear") else ""
                     rows.append({"path": rel, "pair": f"{violation}_{i:04d}", "violation": violation,
-                                 "possible": ok, "event_frame": event})
+                                 "possible": ok, "event_frame": event, "quadruplet": quad})
             encode_clips(jobs, fps)
             for (tmp, _), dst in zip(jobs, finals):
                 os.replace(tmp, dst)
             bar.update(len(todo[k:k + 8]))
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["path", "pair", "violation", "possible", "event_frame"],
+    writer = csv.DictWriter(buf, fieldnames=["path", "pair", "violation", "possible", "event_frame", "quadruplet"],
                             lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)

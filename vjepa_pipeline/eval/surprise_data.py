@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -41,10 +42,15 @@ class VideoRef:
 
 @dataclass
 class Pair:
+    """Twins identical until the event. ``group``: the pair's own id (unique in a set); ``quadruplet``:
+    the id shared with the other pair of a matched quadruplet (IntPhys scene: two possible and two
+    impossible movies of one scene, whose object content cancels in the sums), None outside one."""
+
     possible: VideoRef
     impossible: VideoRef
     violation: str
     group: str
+    quadruplet: str | None = None
 
 
 @dataclass
@@ -127,7 +133,9 @@ def _truthy(value) -> bool | None:
     return True if text in ("1", "true", "yes", "possible") else False if text in ("0", "false", "no", "impossible") else None
 
 
-def _make_pairs(videos: dict[str, list[tuple[VideoRef, str]]], skipped: list[str]) -> list[Pair]:
+def _make_pairs(videos: dict[str, list[tuple[VideoRef, str, str | None]]], skipped: list[str]) -> list[Pair]:
+    """Members (video, violation, quadruplet id) grouped by pair id -> pairs; a quadruplet id that does
+    not name exactly two pairs is dropped (counted), the pairs stay."""
     pairs = []
     for group, members in sorted(videos.items()):
         poss = [m for m in members if m[0].possible]
@@ -135,7 +143,14 @@ def _make_pairs(videos: dict[str, list[tuple[VideoRef, str]]], skipped: list[str
         if len(poss) != 1 or len(imp) != 1:
             skipped.append(f"{group}: {len(poss)} possible and {len(imp)} impossible videos (a pair needs one each)")
             continue
-        pairs.append(Pair(poss[0][0], imp[0][0], poss[0][1], group))
+        pairs.append(Pair(poss[0][0], imp[0][0], poss[0][1], group, poss[0][2] or imp[0][2]))
+    sizes = Counter(p.quadruplet for p in pairs if p.quadruplet)
+    for quad, n in sorted(sizes.items()):
+        if n != 2:
+            skipped.append(f"quadruplet {quad}: {n} pair(s), needs 2 (its pairs are scored as pairs only)")
+    for p in pairs:
+        if p.quadruplet and sizes[p.quadruplet] != 2:
+            p.quadruplet = None
     return pairs
 
 
@@ -167,7 +182,8 @@ def pairs_from_shards(path: str | Path) -> tuple[list[Pair], list[str]]:
             event = extra.get("event_frame")
             ref = VideoRef(str(meta.get("source") or sample["key"]), lambda data=data: _decode(data), ok,
                            int(event) if str(event or "").isdigit() else None)
-            videos.setdefault(str(extra["pair"]), []).append((ref, str(extra.get("violation") or "unknown")))
+            quad = str(extra.get("quadruplet") or "") or None
+            videos.setdefault(str(extra["pair"]), []).append((ref, str(extra.get("violation") or "unknown"), quad))
     return _make_pairs(videos, skipped), skipped
 
 
@@ -238,9 +254,12 @@ def pairs_from_intphys(root: Path, blocks: list[str]) -> tuple[list[Pair], list[
                                    f"{'possible' if labels[a] else 'impossible'}")
                     continue
                 pi, ii = (a, b) if labels[a] else (b, a)
-                pairs.append(Pair(VideoRef(f"{block.name}/{scene.name}/{pi + 1}", movies[pi], True),
-                                  VideoRef(f"{block.name}/{scene.name}/{ii + 1}", movies[ii], False),
-                                  block.name, f"{block.name}/{scene.name}"))
+                scene_id = f"{block.name}/{scene.name}"
+                pairs.append(Pair(VideoRef(f"{scene_id}/{pi + 1}", movies[pi], True),
+                                  VideoRef(f"{scene_id}/{ii + 1}", movies[ii], False),
+                                  block.name, f"{scene_id}/{pi + 1}-{ii + 1}", scene_id))
+            if sum(p.quadruplet == f"{block.name}/{scene.name}" for p in pairs) == 1:  # its twin pair was skipped
+                pairs[-1].quadruplet = None
     return pairs, skipped
 
 

@@ -10,6 +10,14 @@
   strictly above it, so a video exactly at the threshold is an error either way (as in the official
   code; the threshold is itself a possible video's score, so even separable data stays below 100 %).
 
+- quadruplet accuracy (IntPhys's relative test): over matched quadruplets - two pairs of one scene,
+  e.g. an object that passes behind an occluder / vanishes there, and nothing there / an object that
+  appears from it - the fraction where the two possible movies together are less surprising than the
+  two impossible ones (ties one half). What is visible cancels in the sums (over the four movies the
+  object is on screen equally long), so a model is not rewarded for being surprised by an object it
+  sees, only by one that breaks permanence. With the *mean* over time the cancellation is exact; with
+  the max it is not.
+
 All take plain sequences of floats and return floats in [0, 1]; grouping by violation type is
 :func:`pair_metrics`.
 """
@@ -55,12 +63,44 @@ def absolute_accuracy(possible: Sequence[float], impossible: Sequence[float], qu
     return float(((p < thresh).sum() + (q > thresh).sum()) / (p.size + q.size))
 
 
+def quadruplet_accuracy(possible_sums: Sequence[float], impossible_sums: Sequence[float]) -> float:
+    """Fraction of quadruplets whose two possible movies' summed surprise is below the two impossible
+    ones' (ties: 0.5): :func:`relative_accuracy` on the per-quadruplet sums."""
+    return relative_accuracy(possible_sums, impossible_sums)
+
+
+def _quadruplets(pairs: Sequence[dict], score: str, context: int) -> dict | None:
+    """{"overall": {"quadruplet_accuracy", "quadruplets"}, "per_type": {type: ...}} over the pairs whose
+    "quadruplet" id names exactly two of them (type: the violation, or both joined by "+"); None
+    when there is none."""
+    by_id: dict[str, list[dict]] = {}
+    for pair in pairs:
+        if pair.get("quadruplet"):
+            by_id.setdefault(pair["quadruplet"], []).append(pair)
+    quads = [two for two in by_id.values() if len(two) == 2]
+    if not quads:
+        return None
+
+    def sums(items, side):
+        return [sum(p[side]["scores"][score][context] for p in two) for two in items]
+
+    def one(items):
+        return {"quadruplet_accuracy": quadruplet_accuracy(sums(items, "possible"), sums(items, "impossible")),
+                "quadruplets": len(items)}
+
+    types: dict[str, list] = {}
+    for two in quads:
+        types.setdefault("+".join(sorted({p["violation"] for p in two})), []).append(two)
+    return {"overall": one(quads), "per_type": {t: one(items) for t, items in sorted(types.items())}}
+
+
 def pair_metrics(pairs: Sequence[dict], score: str = "max", context: int = 0) -> dict:
     """Metrics overall and per violation type.
 
     ``pairs``: [{"violation": str, "possible": {"scores": {"max": [per context], ...}}, "impossible":
-    {...}}]. Returns {"overall": {...}, "per_violation": {type: {...}}}, each entry
-    {"relative_accuracy", "auroc", "absolute_accuracy", "pairs"}."""
+    {...}, "quadruplet": id or None (optional)}]. Returns {"overall": {...}, "per_violation": {type:
+    {...}}, "quadruplets": ...}, each entry {"relative_accuracy", "auroc", "absolute_accuracy",
+    "pairs"}; "quadruplets" as :func:`_quadruplets` (None without matched quadruplets)."""
     groups: dict[str, list[dict]] = {}
     for pair in pairs:
         groups.setdefault(pair["violation"], []).append(pair)
@@ -73,7 +113,8 @@ def pair_metrics(pairs: Sequence[dict], score: str = "max", context: int = 0) ->
 
     if not pairs:
         raise ValueError("no pairs to score")
-    return {"overall": one(pairs), "per_violation": {v: one(items) for v, items in sorted(groups.items())}}
+    return {"overall": one(pairs), "per_violation": {v: one(items) for v, items in sorted(groups.items())},
+            "quadruplets": _quadruplets(pairs, score, context)}
 
 
-__all__ = ["absolute_accuracy", "auroc", "pair_metrics", "relative_accuracy"]
+__all__ = ["absolute_accuracy", "auroc", "pair_metrics", "quadruplet_accuracy", "relative_accuracy"]

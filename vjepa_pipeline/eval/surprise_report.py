@@ -61,7 +61,7 @@ def primary_context(context_frames: Sequence[int], window: int) -> int:
 def score_pairs(model: SurpriseModel, pairs: Sequence[Pair], frame_step: int, stride: int = 2,
                 context_frames: Sequence[int] | None = None, batch_size: int = 16, device: str = "cpu",
                 progress: bool = True, window: int | None = None) -> tuple[list[dict], list[str], list[int]]:
-    """(scored pairs, skipped, context lengths): each pair {"group", "violation", "possible":
+    """(scored pairs, skipped, context lengths): each pair {"group", "violation", "quadruplet", "possible":
     {"key", "curve": [[per window] per context], "scores": {"max": [...], "mean": [...]}}, "impossible": ...}.
     A pair whose videos are too short or of different lengths after subsampling is skipped, with why.
     ``window``: frames per window (default: the model's clip length)."""
@@ -82,7 +82,7 @@ def score_pairs(model: SurpriseModel, pairs: Sequence[Pair], frame_step: int, st
     tty = sys.stderr.isatty()
     for pair in tqdm(pairs, desc="surprise", unit="pair", disable=not progress, file=sys.stderr,
                      mininterval=0.2 if tty else 10.0, ascii=not tty):
-        entry = {"group": pair.group, "violation": pair.violation}
+        entry = {"group": pair.group, "violation": pair.violation, "quadruplet": pair.quadruplet}
         try:
             clips = [prepare_frames(v.load(), model.crop_size, frame_step) for v in (pair.possible, pair.impossible)]
             if clips[0].shape != clips[1].shape:
@@ -107,6 +107,7 @@ def surprise_results(model: SurpriseModel, scored: list[dict], ctx: list[int], f
     window = window or model.num_frames
     primary = ctx[primary_context(ctx, window)]
     head = metrics[str(primary)]["max"]
+    quads = metrics[str(primary)]["mean"]["quadruplets"]  # the mean over time: the visible content cancels
     return {
         "source": model.source, "kind": model.kind, "fingerprint": model.fingerprint, "data": str(data),
         "window": window, "frame_step": frame_step, "stride": stride, "context_frames": ctx,
@@ -115,6 +116,9 @@ def surprise_results(model: SurpriseModel, scored: list[dict], ctx: list[int], f
         "pairs": head["overall"]["pairs"],
         "per_violation": {v: {"relative_accuracy": m["relative_accuracy"], "auroc": m["auroc"], "pairs": m["pairs"]}
                           for v, m in head["per_violation"].items()},
+        "quadruplets": None if quads is None else {
+            "score": "mean", "context_frames": primary, **quads["overall"],
+            "per_type": quads["per_type"]},
         "metrics": metrics, "skipped": skipped, "scored_pairs": scored,
     }
 
@@ -133,7 +137,17 @@ def report_markdown(res: dict) -> str:
                 bold = "**" if (int(c) == res["primary"]["context_frames"] and s == "max" and v == "all") else ""
                 lines.append(f"| {c} | {s} | {v} | {r['pairs']} | {bold}{100 * r['relative_accuracy']:.1f}%{bold} | "
                              f"{r['auroc']:.3f} | {100 * r['absolute_accuracy']:.1f}% |")
-    lines += ["", "Chance: relative accuracy 50 %, AUROC 0.5.", "",
+    if res.get("quadruplets"):
+        lines += ["", "Matched quadruplets (two possible and two impossible movies of one scene; right when the "
+                  "possible ones' summed surprise is lower; with the mean over time what is visible cancels):", "",
+                  "| context frames | score | type | quadruplets | quadruplet accuracy |", "|---|---|---|---|---|"]
+        for c, by_score in res["metrics"].items():
+            for s, m in by_score.items():
+                q = m["quadruplets"]
+                for t, r in [("all", q["overall"])] + list(q["per_type"].items()):
+                    bold = "**" if (int(c) == res["quadruplets"]["context_frames"] and s == "mean" and t == "all") else ""
+                    lines.append(f"| {c} | {s} | {t} | {r['quadruplets']} | {bold}{100 * r['quadruplet_accuracy']:.1f}%{bold} |")
+    lines += ["", "Chance: relative and quadruplet accuracy 50 %, AUROC 0.5.", "",
               f"![surprise over time]({CURVES_PNG.as_posix()})", "", f"![example pairs]({EXAMPLES_PNG.as_posix()})", ""]
     if res["skipped"]:
         lines += ["Skipped:", ""] + [f"- {s}" for s in res["skipped"][:50]]
@@ -214,8 +228,12 @@ def run_surprise(model: SurpriseModel, pairs: Sequence[Pair], skipped: list[str]
         plot_curves(res, out / CURVES_PNG)
         plot_examples(res, pairs, out / EXAMPLES_PNG, model.crop_size)
     atomic_write_text(out / "report.md", report_markdown(res))
+    quads = res["quadruplets"]
+    quad_text = "" if quads is None else (f"; {quads['quadruplets']} quadruplets, quadruplet accuracy "
+                                          f"{100 * quads['quadruplet_accuracy']:.1f}% (mean over time)")
     log(f"surprise: {res['pairs']} pairs, relative accuracy {100 * res['relative_accuracy']:.1f}%, AUROC "
-        f"{res['auroc']:.3f} (max over time, {res['primary']['context_frames']} context frames); report {out / 'report.md'}")
+        f"{res['auroc']:.3f} (max over time, {res['primary']['context_frames']} context frames){quad_text}; "
+        f"report {out / 'report.md'}")
     return res
 
 
@@ -225,10 +243,17 @@ def summarize_runs(results: Sequence[dict]) -> dict:
         return {"mean": statistics.mean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
                 "runs": list(values)}
     kinds = sorted(set().union(*(r["per_violation"] for r in results)))
-    return {"relative_accuracy": stats([r["relative_accuracy"] for r in results]),
-            "auroc": stats([r["auroc"] for r in results]),
-            "per_violation": {k: {"relative_accuracy": stats([r["per_violation"][k]["relative_accuracy"] for r in results]),
-                                  "auroc": stats([r["per_violation"][k]["auroc"] for r in results])} for k in kinds}}
+    out = {"relative_accuracy": stats([r["relative_accuracy"] for r in results]),
+           "auroc": stats([r["auroc"] for r in results]),
+           "per_violation": {k: {"relative_accuracy": stats([r["per_violation"][k]["relative_accuracy"] for r in results]),
+                                 "auroc": stats([r["per_violation"][k]["auroc"] for r in results])} for k in kinds}}
+    quads = [r.get("quadruplets") for r in results]
+    if all(quads):
+        out["quadruplets"] = {"quadruplet_accuracy": stats([q["quadruplet_accuracy"] for q in quads]),
+                              "per_type": {t: stats([q["per_type"][t]["quadruplet_accuracy"] for q in quads])
+                                           for t in sorted(set().union(*(q["per_type"] for q in quads)))
+                                           if all(t in q["per_type"] for q in quads)}}
+    return out
 
 
 __all__ = ["prepare_frames", "primary_context", "run_surprise", "score_pairs", "summarize_runs"]
