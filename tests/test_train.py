@@ -159,3 +159,45 @@ def test_two_process_ddp_on_gloo_sees_different_data(tmp_path, generated_clips):
     assert [r["step"] for r in metrics(tmp_path / "debug")] == [1, 2, 3, 4]
     ckpt = tmp_path / "debug/checkpoints/step_0000000004"
     assert (ckpt / "data_state/rank_0.json").exists() and (ckpt / "data_state/rank_1.json").exists()
+
+
+@pytest.mark.parametrize("in_job", [False, True])
+def test_srun_hint_is_silenced_outside_a_slurm_job_only(tmp_path, monkeypatch, in_job):
+    """Lightning's "srun is available but not used" on a machine with SLURM installed says nothing to a
+    user who is not in an allocation (`vjepa launch` is the way onto the cluster); inside one it stays."""
+    import warnings
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from vjepa_pipeline.train.pretrain import quiet_lightning_warnings
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\nexit 0\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    for var in [v for v in os.environ if v.startswith("SLURM_")]:
+        monkeypatch.delenv(var)
+    if in_job:
+        monkeypatch.setenv("SLURM_JOB_ID", "42")
+    with warnings.catch_warnings(record=True) as bare:
+        warnings.simplefilter("always")
+        SLURMEnvironment._validate_srun_used()
+    assert any("srun" in str(w.message) for w in bare)  # Lightning does warn here
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_lightning_warnings():
+            SLURMEnvironment._validate_srun_used()
+    assert any("srun" in str(w.message) for w in seen) == in_job
+
+
+def test_lightning_chatter_is_dropped_and_warnings_stay():
+    import logging
+
+    from vjepa_pipeline.train.pretrain import silence_lightning_chatter
+
+    silence_lightning_chatter()
+    log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    records = [logging.LogRecord(log.name, logging.INFO, __file__, 1, msg, None, None) for msg in
+               ("GPU available: False, used: False", "`Trainer.fit` stopped: `max_steps=8` reached.",
+                "Restoring states from the checkpoint path at x")]
+    assert [log.filter(r) for r in records] == [False, False, True]

@@ -11,6 +11,7 @@ on a run directory in use is refused (runlock.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -51,8 +52,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-# Lightning's start-up chatter that tells our users nothing (our own log names the device).
-_CHATTER = ("GPU available:", "TPU available:", "HPU available:", "\N{ELECTRIC LIGHT BULB} Tip:")
+# Lightning's chatter that tells our users nothing: our own log names the device, and where training
+# stopped ("done: step N in RUN", the demo's "seed S: step N -> RUN").
+_CHATTER = ("GPU available:", "TPU available:", "HPU available:", "\N{ELECTRIC LIGHT BULB} Tip:",
+            "`Trainer.fit` stopped:")
 
 
 class _DropChatter(logging.Filter):
@@ -66,6 +69,21 @@ def silence_lightning_chatter() -> None:
         log = logging.getLogger(name)
         if not any(isinstance(f, _DropChatter) for f in log.filters):
             log.addFilter(_DropChatter())
+
+
+@contextlib.contextmanager
+def quiet_lightning_warnings():
+    """Lightning warnings that say nothing to our users: few loader workers (ours stream), resuming
+    mid-epoch (our loader resumes exactly), a deprecation inside Lightning, and - outside any SLURM
+    job - "srun is available but not used" (on a login node or a machine with SLURM installed,
+    `vjepa launch` is the way onto the cluster; inside an allocation the hint stays)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+        if "SLURM_JOB_ID" not in os.environ:
+            warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not")
+        yield
 
 
 def check_resume_config(run_dir: Path, cfg) -> None:
@@ -204,20 +222,19 @@ def _train(cfg, flag, term, extra_callbacks, progress, run_dir, lock_callback, r
         callbacks.append(KNNProbeCallback(cfg.data, cfg.logging.probe_train, cfg.logging.probe_val,
                                           cfg.logging.probe_every_steps, run_dir))
     silence_lightning_chatter()
-    trainer = L.Trainer(
-        accelerator="gpu" if use_gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
-        precision=precision, max_steps=t.max_steps, max_epochs=-1, accumulate_grad_batches=t.accumulate_grad_batches,
-        gradient_clip_val=cfg.optim.clip_grad, gradient_clip_algorithm="norm", logger=False,
-        enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=interactive,
-        num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
-        callbacks=callbacks, default_root_dir=str(run_dir), plugins=slurm_job.lightning_plugins() or None,
-    )
+    with quiet_lightning_warnings():
+        trainer = L.Trainer(
+            accelerator="gpu" if use_gpu else "cpu", devices=t.devices, num_nodes=t.num_nodes, strategy=strategy,
+            precision=precision, max_steps=t.max_steps, max_epochs=-1,
+            accumulate_grad_batches=t.accumulate_grad_batches,
+            gradient_clip_val=cfg.optim.clip_grad, gradient_clip_algorithm="norm", logger=False,
+            enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=interactive,
+            num_sanity_val_steps=0, reload_dataloaders_every_n_epochs=1, use_distributed_sampler=False,
+            callbacks=callbacks, default_root_dir=str(run_dir), plugins=slurm_job.lightning_plugins() or None,
+        )
     if t.compile:
         module.compile_networks()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
-        warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    with quiet_lightning_warnings():
         ckpt = str(last / "model.ckpt") if last else None
         # Our checkpoints hold tensors, numbers and strings only: load them weights-only. DeepSpeed
         # directories carry DeepSpeed's own objects and are read by DeepSpeed.
