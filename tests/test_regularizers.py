@@ -167,6 +167,42 @@ def test_sigreg_under_data_parallelism_is_the_global_batch_statistic(tmp_path):
     assert not torch.allclose(ranks[0]["local"], expected.detach(), rtol=1e-3)  # per rank differs
 
 
+def _vicreg_rank_worker(rank: int, init_file: str, out: str):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    z = torch.load(Path(out, "z.pt"))
+    part = (z[:1] if rank == 0 else z[1:]).clone().requires_grad_(True)  # one row alone has no variance
+    var, cov = vicreg_variance(part, distributed=True), vicreg_covariance(part, distributed=True)
+    (var + 0.5 * cov).backward()
+    local = vicreg_covariance(part.detach()) if len(part) > 1 else None  # this rank's rows alone
+    torch.save({"var": var.detach(), "cov": cov.detach(), "grad": part.grad, "local": local},
+               Path(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_vicreg_terms_under_data_parallelism_are_the_global_batch_statistics(tmp_path):
+    # 2 gloo ranks with 1 and 9 rows equal one process with all 10, as the official VICReg's gathered
+    # embeddings: the values on every rank and each row's gradient after DDP's average over ranks.
+    import torch.multiprocessing as mp
+
+    z = torch.randn(10, 6, generator=torch.Generator().manual_seed(1)) * 0.4 + 0.3
+    z[:, 1] = z[:, 0] * 0.8 + 0.1 * z[:, 1]  # correlated dimensions: a covariance term to reproduce
+    torch.save(z, tmp_path / "z.pt")
+    mp.start_processes(_vicreg_rank_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2,
+                       start_method="fork")
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1)]
+    full = z.clone().requires_grad_(True)
+    var, cov = vicreg_variance(full), vicreg_covariance(full)
+    (var + 0.5 * cov).backward()
+    for r in ranks:
+        assert torch.allclose(r["var"], var.detach(), rtol=1e-5, atol=1e-7)
+        assert torch.allclose(r["cov"], cov.detach(), rtol=1e-5, atol=1e-7)
+    grads = torch.cat([ranks[0]["grad"], ranks[1]["grad"]]) / 2  # DDP's average over the 2 ranks
+    assert torch.allclose(grads, full.grad, rtol=1e-4, atol=1e-7)
+    assert not torch.allclose(ranks[1]["local"], cov.detach(), rtol=1e-3)  # per rank differs
+
+
 def test_sigreg_gradient_takes_a_shrunken_batch_to_unit_spread():
     z = (0.05 * torch.randn(64, 8, generator=torch.Generator().manual_seed(0))).requires_grad_(True)
     opt = torch.optim.Adam([z], lr=0.05)

@@ -19,8 +19,11 @@ stop-gradient only; these terms fight collapse directly, on a batch of embedding
   code; its gradient flows back to every rank's samples (an autograd all-reduce).
 - **VICReg** variance and covariance (Bardes, Ponce & LeCun 2022): a hinge on each dimension's
   standard deviation across the batch (``mean_d relu(gamma - std_d)``, gamma 1) and the sum of
-  squared off-diagonal covariances divided by D. These stay per rank (the official VICReg gathers
-  embeddings across GPUs first).
+  squared off-diagonal covariances divided by D. Under data parallelism (``distributed=True``) the
+  mean, the variances and the covariance matrix are those of all ranks' rows together, as the
+  official VICReg measures the gathered embeddings: two autograd all-reduces (the column sums,
+  then the centred second moments, D x D for the covariance), so the values equal one process
+  holding the whole batch.
 
 :func:`regularization` combines them with their weights over several views (one embedding batch
 per mask generator, say) and returns the named values for logging.
@@ -126,20 +129,47 @@ def sigreg_null_expectation(t_max: float = SIGREG_T_MAX, knots: int = SIGREG_KNO
     return float((weights * (1 - phi.square())).sum())
 
 
-def vicreg_variance(z: torch.Tensor, gamma: float = VICREG_GAMMA, eps: float = VICREG_EPS) -> torch.Tensor:
+def _global_centred(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(this rank's rows centred on the mean of all ranks' rows, the global row count - 1) under
+    data parallelism; differentiable (autograd all-reduce of the column sums)."""
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_reduce
+
+    x = z.float()
+    n = torch.tensor(float(x.shape[0]), device=x.device)
+    dist.all_reduce(n)  # kept on the device: no host sync in the step
+    return x - all_reduce(x.sum(0)) / n, n - 1
+
+
+def vicreg_variance(z: torch.Tensor, gamma: float = VICREG_GAMMA, eps: float = VICREG_EPS,
+                    distributed: bool = False) -> torch.Tensor:
     """VICReg variance term of ``z`` (N, D): ``mean_d relu(gamma - sqrt(var_d + eps))`` with the
-    unbiased variance across the batch. Zero once every dimension's std reaches ``gamma``."""
-    _check_batch(z, "vicreg_variance", min_rows=2)
-    std = torch.sqrt(z.float().var(dim=0) + eps)
-    return F.relu(gamma - std).mean()
+    unbiased variance across the batch. Zero once every dimension's std reaches ``gamma``.
+    ``distributed``: the variance of all ranks' rows (every rank gets the same value)."""
+    _check_batch(z, "vicreg_variance", min_rows=1 if distributed and _data_parallel() else 2)
+    if distributed and _data_parallel():
+        from torch.distributed.nn.functional import all_reduce
+
+        x, dof = _global_centred(z)
+        var = all_reduce(x.square().sum(0)) / dof
+    else:
+        var = z.float().var(dim=0)
+    return F.relu(gamma - torch.sqrt(var + eps)).mean()
 
 
-def vicreg_covariance(z: torch.Tensor) -> torch.Tensor:
+def vicreg_covariance(z: torch.Tensor, distributed: bool = False) -> torch.Tensor:
     """VICReg covariance term of ``z`` (N, D): the sum of squared off-diagonal entries of the
-    (unbiased) covariance matrix, divided by D. Zero for decorrelated dimensions."""
-    _check_batch(z, "vicreg_covariance", min_rows=2)
-    x = z.float() - z.float().mean(dim=0)
-    cov = x.T @ x / (z.shape[0] - 1)
+    (unbiased) covariance matrix, divided by D. Zero for decorrelated dimensions.
+    ``distributed``: the covariance of all ranks' rows (a D x D all-reduce)."""
+    _check_batch(z, "vicreg_covariance", min_rows=1 if distributed and _data_parallel() else 2)
+    if distributed and _data_parallel():
+        from torch.distributed.nn.functional import all_reduce
+
+        x, dof = _global_centred(z)
+        cov = all_reduce(x.T @ x) / dof
+    else:
+        x = z.float() - z.float().mean(dim=0)
+        cov = x.T @ x / (z.shape[0] - 1)
     off = cov - torch.diag(torch.diagonal(cov))
     return off.square().sum() / z.shape[1]
 
@@ -164,7 +194,7 @@ def regularization(views: Sequence[torch.Tensor], weights: RegularizerWeights,
     embedding batches), and the unweighted averages by name (``loss_sigreg``,
     ``loss_vicreg_var``, ``loss_vicreg_cov``) for logging. All views share the step's SIGReg
     directions (drawn from ``seed``), as LeJEPA shares them across its views. ``distributed``:
-    SIGReg measures the global batch when a process group of several ranks is up (every rank
+    every term measures the global batch when a process group of several ranks is up (every rank
     must then call this with the same views, in the same order, as DDP training does)."""
     if not views:
         raise ValueError("regularization needs at least one batch of embeddings")
@@ -174,9 +204,10 @@ def regularization(views: Sequence[torch.Tensor], weights: RegularizerWeights,
         terms["loss_sigreg"] = torch.stack([sigreg(v, seed, directions=directions, distributed=distributed)
                                             for v in views]).mean()
     if weights.vicreg_variance > 0:
-        terms["loss_vicreg_var"] = torch.stack([vicreg_variance(v) for v in views]).mean()
+        terms["loss_vicreg_var"] = torch.stack([vicreg_variance(v, distributed=distributed) for v in views]).mean()
     if weights.vicreg_covariance > 0:
-        terms["loss_vicreg_cov"] = torch.stack([vicreg_covariance(v) for v in views]).mean()
+        terms["loss_vicreg_cov"] = torch.stack([vicreg_covariance(v, distributed=distributed)
+                                                for v in views]).mean()
     scale = {"loss_sigreg": weights.sigreg, "loss_vicreg_var": weights.vicreg_variance,
              "loss_vicreg_cov": weights.vicreg_covariance}
     total = sum((scale[k] * v for k, v in terms.items()), start=views[0].new_zeros((), dtype=torch.float32))
