@@ -254,3 +254,35 @@ def test_a_stream_that_decodes_nothing_stops_even_with_a_limit_of_1(tmp_path):
     [out] = run_loader([f"data.path={folder}", "data.num_workers=0", "data.max_failure_rate=1.0"])
     error = expect_loader_error(out)
     assert "50 of 50 samples failed (100%, none usable, with data.max_failure_rate=1.0)" in error, error
+
+
+def test_a_stalled_pipe_command_is_stopped_and_counted_and_the_next_url_is_read(tmp_path, monkeypatch):
+    """A pipe: command that writes nothing (a hung mount), half a shard and then nothing, or its whole
+    shard without ending, is stopped after PIPE_STALL_SECONDS and reported as that URL's error (the
+    tar reader asks for the last record until the stream ends); the samples before the stall are
+    kept and the next URL is read."""
+    from vjepa_pipeline.shards import format as fmt
+
+    monkeypatch.setattr(fmt, "PIPE_STALL_SECONDS", 1.0)
+    payload = [(f"s{i}", b"v" * 40_000) for i in range(4)]
+    shard = tmp_path / "a.tar"
+    write_shard(shard, payload)
+    half = shard.stat().st_size // 2
+    urls = ["pipe:sleep 60", f"pipe:head -c {half} {shard}; sleep 60", f"pipe:cat {shard}; sleep 60",
+            f"pipe:cat {shard}"]
+    errors: list[tuple[str, str]] = []
+    t0 = time.monotonic()
+    keys = [g["key"] for g in fmt.iter_url_groups(urls, lambda url, exc: errors.append((url, str(exc))))
+            if "truncated" not in g]  # the sample a break happens in goes with it, as for any broken tar
+    took = time.monotonic() - t0
+    assert [u for u, _ in errors] == urls[:3] and all("stalled" in e for _, e in errors), errors
+    assert keys == ["s0"] + ["s0", "s1", "s2"] + ["s0", "s1", "s2", "s3"], keys
+    assert took < 3 * 1.0 + SECONDS_TO_ERROR, took  # three stalls of 1 s, no 60 s wait anywhere
+    assert subprocess.run(["pgrep", "-f", "sleep 6[0]"], capture_output=True).stdout == b""  # none left behind
+    bad = []
+    failed = fmt.iter_url_groups([f"pipe:cat {shard}; exit 3"], lambda url, exc: bad.append(str(exc)))
+    assert [g["key"] for g in failed if "truncated" not in g] == ["s0", "s1", "s2"]
+    assert bad == ["the command exited with status 3"]  # a failed command: its shard counted unreadable
+    monkeypatch.setenv("WDS_SECURE", "1")  # webdataset's switch against running commands is kept
+    assert list(fmt.iter_url_groups([f"pipe:cat {shard}"], lambda url, exc: bad.append(str(exc)))) == []
+    assert bad[-1] == "pipe: URLs are refused while WDS_SECURE is set"
