@@ -257,32 +257,52 @@ def test_a_stream_that_decodes_nothing_stops_even_with_a_limit_of_1(tmp_path):
 
 
 def test_a_stalled_pipe_command_is_stopped_and_counted_and_the_next_url_is_read(tmp_path, monkeypatch):
-    """A pipe: command that writes nothing (a hung mount), half a shard and then nothing, or its whole
-    shard without ending, is stopped after PIPE_STALL_SECONDS and reported as that URL's error (the
-    tar reader asks for the last record until the stream ends); the samples before the stall are
-    kept and the next URL is read."""
+    """A pipe: command that writes nothing (a hung mount), or half a shard and then nothing, is stopped
+    after PIPE_STALL_SECONDS with everything it started, and reported as that URL's error; the samples
+    before the stall are kept and the next URL is read. One that wrote its whole shard and lingers
+    keeps its samples and is stopped within the stall / finish bounds."""
     from vjepa_pipeline.shards import format as fmt
+    from vjepa_pipeline.shards import pipe_url
 
-    monkeypatch.setattr(fmt, "PIPE_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(pipe_url, "PIPE_STALL_SECONDS", 1.0)
+    monkeypatch.setattr(pipe_url, "FINISH_SECONDS", 1.0)
     payload = [(f"s{i}", b"v" * 40_000) for i in range(4)]
     shard = tmp_path / "a.tar"
     write_shard(shard, payload)
     half = shard.stat().st_size // 2
-    urls = ["pipe:sleep 60", f"pipe:head -c {half} {shard}; sleep 60", f"pipe:cat {shard}; sleep 60",
-            f"pipe:cat {shard}"]
+    linger = "sleep 60.0123"  # a name no other process on the machine has
+    urls = [f"pipe:{linger}", f"pipe:head -c {half} {shard}; {linger}", f"pipe:cat {shard}"]
     errors: list[tuple[str, str]] = []
     t0 = time.monotonic()
     keys = [g["key"] for g in fmt.iter_url_groups(urls, lambda url, exc: errors.append((url, str(exc))))
             if "truncated" not in g]  # the sample a break happens in goes with it, as for any broken tar
-    took = time.monotonic() - t0
-    assert [u for u, _ in errors] == urls[:3] and all("stalled" in e for _, e in errors), errors
-    assert keys == ["s0"] + ["s0", "s1", "s2"] + ["s0", "s1", "s2", "s3"], keys
-    assert took < 3 * 1.0 + SECONDS_TO_ERROR, took  # three stalls of 1 s, no 60 s wait anywhere
-    assert subprocess.run(["pgrep", "-f", "sleep 6[0]"], capture_output=True).stdout == b""  # none left behind
-    bad = []
-    failed = fmt.iter_url_groups([f"pipe:cat {shard}; exit 3"], lambda url, exc: bad.append(str(exc)))
-    assert [g["key"] for g in failed if "truncated" not in g] == ["s0", "s1", "s2"]
-    assert bad == ["the command exited with status 3"]  # a failed command: its shard counted unreadable
+    assert [u for u, _ in errors] == urls[:2] and all("stalled" in e for _, e in errors), errors
+    assert keys == ["s0", "s1"] + ["s0", "s1", "s2", "s3"], keys  # half a shard: its complete samples
+    lingering = list(fmt.iter_url_groups([f"pipe:cat {shard}; {linger}"], lambda url, exc: None))
+    assert [g["key"] for g in lingering if not g.get("truncated")] == ["s0", "s1", "s2", "s3"]
+    assert time.monotonic() - t0 < 4 * 1.0 + SECONDS_TO_ERROR  # no 60 s wait anywhere
+    assert subprocess.run(["pgrep", "-f", "sleep 60[.]0123"], capture_output=True).stdout == b""  # none left
+
+
+@pytest.mark.parametrize("size", range(9_000, 21_000, 1_500))
+def test_a_pipe_command_that_fails_after_its_shard_is_counted_whatever_the_tar_layout(tmp_path, monkeypatch,
+                                                                                      size):
+    """The tar reader stops at the end marker, which may sit anywhere in the last 10 KiB record: the
+    command's exit status is checked after the rest of the stream is read, for every layout."""
+    from vjepa_pipeline.shards import format as fmt
+
+    shard = tmp_path / "a.tar"
+    write_shard(shard, [("s0", b"v" * size), ("s1", b"w" * 700)])
+    bad: list[str] = []
+    groups = list(fmt.iter_url_groups([f"pipe:cat {shard}; exit 3"], lambda url, exc: bad.append(str(exc))))
+    assert [g["key"] for g in groups] == ["s0", "s1"]  # its samples are kept ...
+    assert bad == ["the command exited with status 3"]  # ... and its shard is counted unreadable
+    broken: list[str] = []  # a command that fails half way: the broken tar says why
+    list(fmt.iter_url_groups([f"pipe:head -c {size // 2} {shard}; exit 4"], lambda url, exc: broken.append(str(exc))))
+    assert len(broken) == 1 and broken[0].endswith("(the command exited with status 4)"), broken
+    ok: list[str] = []
+    assert [g["key"] for g in fmt.iter_url_groups([f"pipe:cat {shard}"], lambda url, exc: ok.append(str(exc)))] \
+        == ["s0", "s1"] and ok == []
     monkeypatch.setenv("WDS_SECURE", "1")  # webdataset's switch against running commands is kept
     assert list(fmt.iter_url_groups([f"pipe:cat {shard}"], lambda url, exc: bad.append(str(exc)))) == []
     assert bad[-1] == "pipe: URLs are refused while WDS_SECURE is set"

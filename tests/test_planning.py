@@ -10,6 +10,7 @@ absolute coordinate distance between where the plan ends and the goal.
 
 from __future__ import annotations
 
+import dataclasses
 import types
 
 import gymnasium as gym
@@ -399,6 +400,15 @@ def test_mpc_loop_reaches_the_goal(name, replan_every):
     assert res.seconds_per_action > 0
     again = run_episode(PointEnv(), make_model(), planner=name, cfg=MPC_CFG[name], replan_every=replan_every)
     assert np.array_equal(res.actions, again.actions)
+
+
+@pytest.mark.parametrize("name", ["cem", "mppi"])
+def test_mpc_loop_with_the_final_frame_energy_executing_whole_plans(name):
+    """The default energy (last frame only, as V-JEPA 2-AC) in the closed loop: executing the whole
+    2-step plan pins both actions (their sum is what the energy scores), so the loop goes straight."""
+    cfg = dataclasses.replace(MPC_CFG[name], intermediate=False)
+    res = run_episode(PointEnv(), make_model(), planner=name, cfg=cfg, replan_every=cfg.horizon)
+    assert res.success and 4 <= res.steps <= 8, (res.steps, res.actions)
 
 
 def test_mpc_warm_starts_from_the_shifted_plan(monkeypatch):

@@ -213,7 +213,8 @@ def test_intphys_quadruplets_pair_by_longest_identical_prefix(tmp_path):
     assert [p.quadruplet for p in pairs] == ["O1/scene_01"] * 2  # ... and the scene's quadruplet
     (tmp_path / "O1" / "scene_01" / "3" / "status.json").write_text(json.dumps({"header": {"is_possible": True}}))
     pairs, skipped = pairs_from_intphys(tmp_path, [])  # movies 2 and 3 both possible: one pair, no quadruplet
-    assert [(p.group, p.quadruplet) for p in pairs] == [("O1/scene_01/1-4", None)] and len(skipped) == 1
+    assert [(p.group, p.quadruplet) for p in pairs] == [("O1/scene_01/1-4", None)]
+    assert len(skipped) == 2 and "one pair only, no quadruplet" in skipped[1]
     (tmp_path / "O1" / "scene_01" / "4" / "status.json").unlink()
     assert pairs_from_intphys(tmp_path, [])[0] == []
 
@@ -322,6 +323,15 @@ def test_generated_quadruplets_through_shards_and_the_report(tmp_path):
     one = _make_pairs({"a": [(ref, "vanish", "q9"), (VideoRef("z", lambda: None, False), "vanish", "q9")]},
                       skipped := [])
     assert one[0].quadruplet is None and "quadruplet q9: 1 pair(s)" in skipped[0]
+    torn = _make_pairs({"a": [(ref, "vanish", "q1"), (VideoRef("z", lambda: None, False), "vanish", "q2")]},
+                       skipped := [])
+    assert torn[0].quadruplet is None and "different quadruplets" in skipped[0]
+    # one pair of a quadruplet cannot be scored: the other is scored as a pair, the quadruplet is dropped, both said
+    broken = [Pair(p.possible, VideoRef("gone", lambda: (_ for _ in ()).throw(OSError("gone")), False),
+                   p.violation, p.group, p.quadruplet) if p.group == "vanish_0000" else p for p in pairs]
+    scored, why, _ = score_pairs(copy_model(), broken, 2, stride=4, progress=False)
+    assert len(scored) == 5 and [e["quadruplet"] for e in scored if e["group"] == "appear_0000"] == [None]
+    assert why[0].startswith("vanish_0000: gone") and "quadruplet occlusion_0000: its other pair" in why[1]
 
 
 # ---- the commands, end to end -------------------------------------------------------------------

@@ -199,5 +199,5 @@ def test_lightning_chatter_is_dropped_and_warnings_stay():
     log = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     records = [logging.LogRecord(log.name, logging.INFO, __file__, 1, msg, None, None) for msg in
                ("GPU available: False, used: False", "`Trainer.fit` stopped: `max_steps=8` reached.",
-                "Restoring states from the checkpoint path at x")]
-    assert [log.filter(r) for r in records] == [False, False, True]
+                "Restoring states from the checkpoint path at x", "`Trainer.fit` stopped: No training batches.")]
+    assert [log.filter(r) for r in records] == [False, False, True, True]

@@ -143,7 +143,11 @@ def _make_pairs(videos: dict[str, list[tuple[VideoRef, str, str | None]]], skipp
         if len(poss) != 1 or len(imp) != 1:
             skipped.append(f"{group}: {len(poss)} possible and {len(imp)} impossible videos (a pair needs one each)")
             continue
-        pairs.append(Pair(poss[0][0], imp[0][0], poss[0][1], group, poss[0][2] or imp[0][2]))
+        quad_ids = {poss[0][2], imp[0][2]}
+        if len(quad_ids) > 1:  # the twins name different quadruplets: trust neither
+            skipped.append(f"{group}: its videos name different quadruplets {sorted(map(str, quad_ids))} "
+                           "(scored as a pair only)")
+        pairs.append(Pair(poss[0][0], imp[0][0], poss[0][1], group, quad_ids.pop() if len(quad_ids) == 1 else None))
     sizes = Counter(p.quadruplet for p in pairs if p.quadruplet)
     for quad, n in sorted(sizes.items()):
         if n != 2:
@@ -260,6 +264,7 @@ def pairs_from_intphys(root: Path, blocks: list[str]) -> tuple[list[Pair], list[
                                   block.name, f"{scene_id}/{pi + 1}-{ii + 1}", scene_id))
             if sum(p.quadruplet == f"{block.name}/{scene.name}" for p in pairs) == 1:  # its twin pair was skipped
                 pairs[-1].quadruplet = None
+                skipped.append(f"{block.name}/{scene.name}: one pair only, no quadruplet (scored as a pair)")
     return pairs, skipped
 
 

@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,6 +96,12 @@ def score_pairs(model: SurpriseModel, pairs: Sequence[Pair], frame_step: int, st
             skipped.append(f"{pair.group}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
             continue
         scored.append(entry)
+    halves = Counter(e["quadruplet"] for e in scored if e["quadruplet"])
+    for entry in scored:  # a quadruplet whose other pair could not be scored: the pair stays, the quadruplet goes
+        if entry["quadruplet"] and halves[entry["quadruplet"]] == 1:
+            skipped.append(f"quadruplet {entry['quadruplet']}: its other pair could not be scored "
+                           f"({entry['group']} is scored as a pair only)")
+            entry["quadruplet"] = None
     return scored, skipped, ctx
 
 

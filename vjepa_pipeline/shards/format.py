@@ -242,72 +242,16 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
                    "members": group["suffixes"]}
 
 
-# A ``pipe:`` command that writes nothing for this long is stalled (a hung mount or network copy):
-# it is stopped and its shard counted unreadable, instead of holding its loader worker - and so the
-# training step - forever. Commands that stream a shard write continuously once they have started.
-PIPE_STALL_SECONDS = 300.0
-_SIGPIPE_EXIT = 141  # the shell's status when the reader stopped early: not the command's failure
-
-
-class _PipeCommand:
-    """The stdout of a ``pipe:<command>`` URL (the command runs in a shell, as webdataset's gopen runs
-    it), read straight from its descriptor: each wait for bytes is bounded by ``stall_seconds``, a
-    non-zero exit raises when the output ends, and stopping early ends the command's whole process
-    group (a shell's children too). Only ``read``, ``seekable`` and ``close`` are used by the tar
-    reader."""
-
-    def __init__(self, command: str, stall_seconds: float):
-        import subprocess
-
-        # The command is the user's own configuration (data.path), never a string read from data.
-        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
-        self._fd, self._stall, self._command = self._proc.stdout.fileno(), stall_seconds, command
-
-    def seekable(self) -> bool:
-        return False
-
-    def read(self, size: int = -1) -> bytes:
-        import select
-
-        out = bytearray()
-        while size < 0 or len(out) < size:
-            ready, _, _ = select.select([self._fd], [], [], self._stall)
-            if not ready:
-                self._stop()
-                raise TimeoutError(f"the command wrote nothing for {self._stall:g} s (stalled); stopped it")
-            chunk = os.read(self._fd, 1 << 20 if size < 0 else min(1 << 20, size - len(out)))
-            if not chunk:
-                status = self._proc.wait()
-                if status not in (0, _SIGPIPE_EXIT):
-                    raise OSError(f"the command exited with status {status}")
-                break
-            out += chunk
-        return bytes(out)
-
-    def _stop(self) -> None:
-        import signal
-
-        if self._proc.poll() is None:  # still running: the shell and what it started
-            with suppress(ProcessLookupError, PermissionError):
-                os.killpg(self._proc.pid, signal.SIGKILL)
-        self._proc.wait()
-
-    def close(self) -> None:
-        self._stop()
-        self._proc.stdout.close()
-
-
 def _open_url(url: str):
-    """A binary stream of a shard URL: a local path is opened directly, ``pipe:<command>`` as
-    :class:`_PipeCommand` (:data:`PIPE_STALL_SECONDS`), ``file:`` and remote URLs (curl for http(s),
-    ...) through webdataset's gopen."""
+    """A binary stream of a shard URL: a local path is opened directly, ``pipe:<command>`` as a
+    bounded :class:`~.pipe_url.PipeCommand`, ``file:`` and remote URLs (curl for http(s), ...) through
+    webdataset's gopen."""
     if not urlparse(url).scheme:
         return open(url, "rb")
     if url.startswith("pipe:"):
-        if os.environ.get("WDS_SECURE", "0") not in ("", "0"):  # webdataset's switch for refusing commands
-            raise ValueError("pipe: URLs are refused while WDS_SECURE is set")
-        return _PipeCommand(url[len("pipe:"):], PIPE_STALL_SECONDS)
+        from .pipe_url import PipeCommand
+
+        return PipeCommand(url[len("pipe:"):])
     from webdataset.gopen import gopen
 
     return gopen(url, "rb")
@@ -327,10 +271,16 @@ def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], No
             continue
         try:
             yield from iter_groups(stream, wanted=wanted, skip_over=skip_over, fold_case=fold_case)
+            finish = getattr(stream, "finish", None)  # a pipe: command's tail and exit status
+            if finish is not None:
+                finish()
         except TarBroken as exc:
+            why = getattr(stream, "exit_problem", lambda: None)()  # a failed command: say so
+            on_error(url, TarBroken(f"{exc} ({why})") if why else exc)
+        except OSError as exc:  # the command failed after its shard was read
             on_error(url, exc)
         finally:
-            with suppress(*TAR_ERRORS):  # a pipe's exit status was checked while it was read
+            with suppress(*TAR_ERRORS):  # gopen's pipes check their exit status while read
                 stream.close()
 
 

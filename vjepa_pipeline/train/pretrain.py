@@ -55,7 +55,7 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 # Lightning's chatter that tells our users nothing: our own log names the device, and where training
 # stopped ("done: step N in RUN", the demo's "seed S: step N -> RUN").
 _CHATTER = ("GPU available:", "TPU available:", "HPU available:", "\N{ELECTRIC LIGHT BULB} Tip:",
-            "`Trainer.fit` stopped:")
+            "`Trainer.fit` stopped: `max_steps=", "`Trainer.fit` stopped: `max_epochs=")
 
 
 class _DropChatter(logging.Filter):

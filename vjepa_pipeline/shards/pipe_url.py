@@ -1,0 +1,129 @@
+"""``pipe:<command>`` shard URLs: the command's stdout, read with bounds (plain Python, no webdataset).
+
+A command that writes nothing for :data:`PIPE_STALL_SECONDS` is stalled (a hung mount or network
+copy): it is stopped and the read fails, so its shard is counted unreadable instead of holding its
+loader worker - and so the training step - forever. Streaming commands write continuously once they
+have started. After the tar reader is done, :meth:`PipeCommand.finish` reads the rest of the stream
+(the tar's padding) for at most :data:`FINISH_SECONDS` and checks the exit status, so a command that
+fails after writing its shard is reported (its samples are kept) whatever the tar's layout; one that
+keeps running after its output is stopped and not held against its shard.
+
+The command runs in a shell, as webdataset's gopen runs it, in a session of its own so that stopping
+it stops what the shell started too. It is the user's own configuration (``data.path``), never a
+string read from data. ``WDS_SECURE`` (webdataset's switch) refuses commands.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+from contextlib import suppress
+
+PIPE_STALL_SECONDS = 300.0
+FINISH_SECONDS = 10.0  # reading the tail after the tar's end, and waiting for the exit status
+KILL_WAIT_SECONDS = 5.0  # a process in uninterruptible I/O (a hard NFS mount) may outlive SIGKILL: not waited for
+_SIGPIPE_EXIT = 141  # the shell's status when its reader went away: not the command's failure
+_CHUNK = 1 << 20
+_BLOCK = 512  # a tar block: the reader's compression sniffing reads one whole
+
+
+def refused() -> bool:
+    """webdataset's ``WDS_SECURE``: a non-zero integer refuses commands."""
+    value = os.environ.get("WDS_SECURE", "").strip()
+    try:
+        return bool(int(value or "0"))
+    except ValueError:
+        return value.lower() not in ("false", "no", "off")
+
+
+class PipeCommand:
+    """The binary stdout of a shell command, read straight from its descriptor (``read``,
+    ``seekable``, ``finish``, ``close``: what the tar reader and :func:`~.format.iter_url_groups` use)."""
+
+    def __init__(self, command: str, stall_seconds: float | None = None):
+        if refused():
+            raise ValueError("pipe: URLs are refused while WDS_SECURE is set")
+        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                      start_new_session=True)
+        self._fd = self._proc.stdout.fileno()
+        self._poll = select.poll()  # not select.select: descriptors above 1024 must work too
+        self._poll.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        self._stall = PIPE_STALL_SECONDS if stall_seconds is None else stall_seconds
+        self._ended = False
+
+    def seekable(self) -> bool:
+        return False
+
+    def _chunk(self, limit: int, wait: float) -> bytes | None:
+        """Up to ``limit`` bytes; b"" at the end of the stream, None when nothing came within ``wait`` s."""
+        if not self._poll.poll(max(0, int(wait * 1000))):
+            return None
+        data = os.read(self._fd, limit)
+        self._ended = not data
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes (all, for -1). Once one tar block (512 bytes, or ``size`` if smaller) has
+        arrived, returns what has come instead of waiting for more: the tar reader asks for whole
+        10 KiB records and loops until it has what it needs, and the last record of a command that
+        has written everything but not ended would otherwise be waited for until the stall bound.
+        The exit status is checked by :meth:`finish`, after the tar reader is done."""
+        out = bytearray()
+        enough = size if 0 <= size < _BLOCK else _BLOCK
+        while not self._ended and (size < 0 or len(out) < size):
+            waiting = size < 0 or len(out) < enough
+            chunk = self._chunk(_CHUNK if size < 0 else min(_CHUNK, size - len(out)),
+                                self._stall if waiting else 0.0)
+            if chunk is None:
+                if not waiting:
+                    break
+                self._stop()
+                raise TimeoutError(f"the command wrote nothing for {self._stall:g} s (stalled); stopped it")
+            out += chunk
+        return bytes(out)
+
+    def finish(self) -> None:
+        """After the tar's end: read what is left (bounded in time) and check the exit status; OSError
+        for a command that failed. A command still writing or running after ``FINISH_SECONDS`` is stopped
+        without blame: its shard has been read."""
+        import time
+
+        deadline = time.monotonic() + FINISH_SECONDS
+        while not self._ended:
+            left = deadline - time.monotonic()
+            if left <= 0 or self._chunk(_CHUNK, left) is None:
+                self._stop()
+                return
+        self._check_exit()
+
+    def exit_problem(self) -> str | None:
+        """After a broken read: the command's non-zero exit status if it has already ended (why the
+        tar broke, more often than not), else None; never waits."""
+        status = self._proc.poll()
+        return None if status in (None, 0, _SIGPIPE_EXIT) else f"the command exited with status {status}"
+
+    def _check_exit(self) -> None:
+        try:
+            status = self._proc.wait(timeout=FINISH_SECONDS)
+        except subprocess.TimeoutExpired:  # closed its output but runs on: stop it, its output is complete
+            self._stop()
+            return
+        if status not in (0, _SIGPIPE_EXIT):
+            raise OSError(f"the command exited with status {status}")
+
+    def _stop(self) -> None:
+        # The whole session: the shell and what it started, also children that outlived it (the group
+        # id is not reused while the group has members; an empty group raises ProcessLookupError).
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)
+        with suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=KILL_WAIT_SECONDS)
+
+    def close(self) -> None:
+        self._stop()
+        self._proc.stdout.close()
+
+
+__all__ = ["FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand", "refused"]
