@@ -66,6 +66,7 @@ def test_suite_runner_writes_every_report_file(tmp_path, labelled_shards, native
     assert 0.0 <= ds["top1"] <= 1.0 and ds["top5"] == 1.0
     assert ds["selection_rule"].startswith("held-out") and len(ds["grid"]) == 2
     assert ds["protocol"]["probe"] == "linear" and ds["protocol"]["self_attn_blocks"] == 0  # what ran, not the key's default
+    assert "num_heads" not in ds["protocol"] and "knn_k" not in ds["protocol"]  # keys a linear probe never reads
     assert set(ds["low_shot"]) == {"1"} and len(ds["low_shot"]["1"]["runs"]) == 2
     for name in ("results.json", "report.md", "probes/toy.pt"):
         assert (out / name).exists(), name
@@ -117,3 +118,18 @@ def test_cli_eval_runs_and_rejects_unknown_datasets(tmp_path, labelled_shards, n
     assert (tmp_path / "o/report.md").exists()
     bad = subprocess.run([*base, "--dataset", "nope"], env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "nope" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_recorded_probe_protocol_holds_what_each_kind_reads():
+    import dataclasses
+
+    from vjepa_pipeline.eval.suite import UNUSED_PROBE_KEYS, ProbeConfig, probe_protocol
+
+    fields = {f.name for f in dataclasses.fields(ProbeConfig)} - {"kind"}
+    for kind in ("attentive", "attentive_v2", "linear", "knn"):
+        rec = probe_protocol(ProbeConfig(kind=kind, self_attn_blocks=3))
+        assert rec["probe"] == kind and set(rec) - {"probe"} == fields - set(UNUSED_PROBE_KEYS[kind]) | {"self_attn_blocks"}
+    assert probe_protocol(ProbeConfig(kind="attentive_v2", self_attn_blocks=3))["self_attn_blocks"] == 3
+    assert probe_protocol(ProbeConfig(kind="attentive", self_attn_blocks=3))["self_attn_blocks"] == 0
+    knn = probe_protocol(ProbeConfig(kind="knn"))
+    assert {"knn_k", "knn_temperature", "segment_mode"} <= set(knn) and not {"epochs", "lrs", "selection"} & set(knn)

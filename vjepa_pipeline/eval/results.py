@@ -44,7 +44,7 @@ class LowShotResult:
 class DatasetResult:
     """One dataset of a suite: protocol, data sizes, the selected probe's metrics on val."""
 
-    protocol: dict[str, Any]  # clip / test-view settings and the ProbeConfig fields
+    protocol: dict[str, Any]  # clip / test-view settings and the ProbeConfig fields its kind reads
     num_train: int
     num_val: int
     num_classes: int

@@ -23,7 +23,7 @@ from .features import (
 )
 from .hf_classifier import GivenHead
 from .results import DatasetResult, EncoderInfo, LowShotResult, SuiteResults
-from .suite import SuiteConfig
+from .suite import SuiteConfig, probe_protocol
 
 
 def _frac(percent):
@@ -86,10 +86,7 @@ def evaluate_dataset(enc: LoadedEncoder, suite: SuiteConfig, ds, out_dir: Path, 
                          f"{train.failed + val.failed} failed): check the paths")
     probe_path = out_dir / "probes" / f"{ds.name}.pt"
     protocol = {"num_frames": ds.num_frames, "frame_step": ds.frame_step, "target_fps": ds.target_fps,
-                "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, "probe": ds.probe.kind,
-                **{k: v for k, v in dataclasses.asdict(ds.probe).items() if k != "kind"}}
-    if ds.probe.kind != "attentive_v2":  # the key is read by attentive_v2 alone: record what ran
-        protocol["self_attn_blocks"] = 0
+                "crop_size": ds.crop_size, "segments": ds.segments, "views": ds.views, **probe_protocol(ds.probe)}
     t0 = time.perf_counter()
     if val_only:
         saved = torch.load(probe_path, map_location="cpu", weights_only=True)

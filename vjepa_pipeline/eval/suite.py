@@ -3,6 +3,7 @@ typed and validated like the training config."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -35,6 +36,28 @@ class ProbeConfig:
     selection: Literal["holdout", "best_on_val"] = "holdout"  # how the reported head is chosen
     holdout_fraction: float = 0.1  # part of the training split held out for selection
     segment_mode: Literal["average", "attend"] = "attend"  # temporal segments: average logits or attend jointly
+
+
+# The ProbeConfig keys a probe kind does not read (recorded protocols leave them out, so a result
+# never shows a setting that played no part); "self_attn_blocks" is recorded as 0 where no
+# self-attention block ran.
+_HEAD_TRAINING = ("epochs", "batch_size", "lrs", "weight_decays", "warmup_epochs", "selection", "holdout_fraction")
+UNUSED_PROBE_KEYS = {
+    "attentive": ("knn_k", "knn_temperature"),
+    "attentive_v2": ("knn_k", "knn_temperature"),
+    "linear": ("num_heads", "knn_k", "knn_temperature"),
+    "knn": ("num_heads", *_HEAD_TRAINING),
+}
+
+
+def probe_protocol(probe: ProbeConfig) -> dict:
+    """The probe settings that ran, for results and probe files: ``probe`` (the kind) and the
+    :class:`ProbeConfig` fields that kind reads."""
+    out = {"probe": probe.kind, **{k: v for k, v in dataclasses.asdict(probe).items()
+                                   if k != "kind" and k not in UNUSED_PROBE_KEYS[probe.kind]}}
+    if probe.kind != "attentive_v2":
+        out["self_attn_blocks"] = 0
+    return out
 
 
 @dataclass
