@@ -387,3 +387,19 @@ def test_a_requeued_job_waits_for_the_lock_of_its_own_previous_run(tmp_path, mon
             runlock.RunLock(tmp_path).acquire()
     finally:
         os.close(fd)
+
+
+@pytest.mark.parametrize("after", [False, True])
+def test_sigterm_outside_training_says_so_and_exits_143(after):
+    """Before the trainer takes SIGTERM (seconds of imports) or after it gives it back, `vjepa pretrain`
+    prints one line and exits 143 at once, not Python's silent default."""
+    code = ("import os, signal, time\n"
+            "from vjepa_pipeline.cli.pretrain_cmd import SigtermOutsideTraining\n"
+            "guard = SigtermOutsideTraining()\n"
+            + ("guard.phase = 'after training ended (its checkpoints are kept)'\n" if after else "")
+            + "os.kill(os.getpid(), signal.SIGTERM)\ntime.sleep(30)\nprint('not reached')\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 143 and "not reached" not in res.stdout
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("vjepa pretrain: stopped by SIGTERM "), res.stderr
+    assert ("after training ended" if after else "during start-up") in lines[0]

@@ -54,7 +54,27 @@ def check_inputs(cfg) -> None:
     check_output(run_dir, "train.run_dir", folder=True, create=True)
 
 
+class SigtermOutsideTraining:
+    """SIGTERM before the trainer takes it (loading torch and Lightning takes seconds) or after it
+    gives it back: one line and exit 143 at once, instead of Python's silent default. The trainer's
+    own handler (checkpoint at an agreed step, never swallowed) replaces this one while it runs and
+    puts it back when it is done; ``phase`` names the moment in the line."""
+
+    def __init__(self):
+        import signal
+
+        self.phase = "during start-up, before training began (nothing trained by this command)"
+        signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        sys.stderr.write(f"vjepa pretrain: stopped by SIGTERM {self.phase}; re-run the same command to "
+                         "start or resume from the last checkpoint\n")
+        sys.stderr.flush()
+        os._exit(143)  # 128 + SIGTERM, as the shell reports a process it ended
+
+
 def run(args) -> int:
+    guard = SigtermOutsideTraining()
     cfg = load(args)
     check_inputs(cfg)  # before the trainer's imports: a mistake is reported in a moment
 
@@ -66,6 +86,8 @@ def run(args) -> int:
     except TrainingStopped as exc:
         print(f"vjepa pretrain: stopped: {exc}", file=sys.stderr)
         return 1
+    finally:
+        guard.phase = "after training ended (its checkpoints are kept)"
     stop = summary.get("preempted")
     if stop:
         print(f"preempted at step {stop['step']}: checkpoint {stop['checkpoint']}; {stop['message']}. "
