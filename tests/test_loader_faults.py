@@ -21,6 +21,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -306,3 +307,57 @@ def test_a_pipe_command_that_fails_after_its_shard_is_counted_whatever_the_tar_l
     monkeypatch.setenv("WDS_SECURE", "1")  # webdataset's switch against running commands is kept
     assert list(fmt.iter_url_groups([f"pipe:cat {shard}"], lambda url, exc: bad.append(str(exc)))) == []
     assert bad[-1] == "pipe: URLs are refused while WDS_SECURE is set"
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_remote_shards_through_curl_get_the_stall_bound_and_failures_are_counted(tmp_path, monkeypatch):
+    """http(s) shards are read by curl (webdataset's invocation, no shell) under the same bounds as
+    pipe: commands: a server that stops sending half way is cut off after PIPE_STALL_SECONDS, a 404
+    is curl's exit status 22, and a good shard reads whole."""
+    import http.server
+
+    from vjepa_pipeline.shards import format as fmt
+    from vjepa_pipeline.shards import pipe_url
+
+    monkeypatch.setattr(pipe_url, "PIPE_STALL_SECONDS", 1.0)
+    shard = tmp_path / "a.tar"
+    write_shard(shard, [(f"s{i}", b"v" * 40_000) for i in range(4)])
+    body = shard.read_bytes()
+    release = threading.Event()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the http.server name)
+            if self.path not in ("/good.tar", "/stall.tar"):
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if self.path == "/good.tar":
+                self.wfile.write(body)
+                return
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            release.wait(60)  # then nothing: a stalled transfer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        errors: list[tuple[str, str]] = []
+        t0 = time.monotonic()
+        urls = [f"{base}/stall.tar", f"{base}/missing.tar", f"{base}/good.tar"]
+        keys = [g["key"] for g in fmt.iter_url_groups(urls, lambda url, exc: errors.append((url, str(exc))))
+                if "truncated" not in g]
+        assert time.monotonic() - t0 < 1.0 + SECONDS_TO_ERROR
+    finally:
+        release.set()
+        server.shutdown()
+    assert [u for u, _ in errors] == urls[:2], errors
+    assert "stalled" in errors[0][1] and "exited with status 22" in errors[1][1], errors
+    # half a shard: the samples curl passed on before the stall (it buffers its output), then the good one
+    assert keys[0] == "s0" and keys[-4:] == ["s0", "s1", "s2", "s3"] and len(keys) < 8, keys

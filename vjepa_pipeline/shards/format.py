@@ -243,15 +243,19 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
 
 
 def _open_url(url: str):
-    """A binary stream of a shard URL: a local path is opened directly, ``pipe:<command>`` as a
-    bounded :class:`~.pipe_url.PipeCommand`, ``file:`` and remote URLs (curl for http(s), ...) through
-    webdataset's gopen."""
+    """A binary stream of a shard URL: a local path is opened directly; ``pipe:<command>`` and the
+    remote schemes webdataset reads with curl (http(s), sftp, ftps, scp) as a bounded
+    :class:`~.pipe_url.PipeCommand`; ``file:``, ``gs:`` and the rest through webdataset's gopen."""
     if not urlparse(url).scheme:
         return open(url, "rb")
     if url.startswith("pipe:"):
         from .pipe_url import PipeCommand
 
         return PipeCommand(url[len("pipe:"):])
+    from .pipe_url import CURL_OK_STATUS, CURL_SCHEMES, PipeCommand, curl_command
+
+    if urlparse(url).scheme in CURL_SCHEMES:  # curl, as webdataset runs it, with the stall bound
+        return PipeCommand(curl_command(url), ok_status=CURL_OK_STATUS)
     from webdataset.gopen import gopen
 
     return gopen(url, "rb")

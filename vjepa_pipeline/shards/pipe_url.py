@@ -1,4 +1,5 @@
-"""``pipe:<command>`` shard URLs: the command's stdout, read with bounds (plain Python, no webdataset).
+"""``pipe:<command>`` and curl-read remote shard URLs: the command's stdout, read with bounds (plain
+Python; webdataset's gopen wrapper hides the descriptor and the session these bounds need).
 
 A command that writes nothing for :data:`PIPE_STALL_SECONDS` is stalled (a hung mount or network
 copy): it is stopped and the read fails, so its shard is counted unreadable instead of holding its
@@ -42,11 +43,20 @@ class PipeCommand:
     """The binary stdout of a shell command, read straight from its descriptor (``read``,
     ``seekable``, ``finish``, ``close``: what the tar reader and :func:`~.format.iter_url_groups` use)."""
 
-    def __init__(self, command: str, stall_seconds: float | None = None):
-        if refused():
+    def __init__(self, command: str | list[str], stall_seconds: float | None = None,
+                 ok_status: tuple[int, ...] = (0, _SIGPIPE_EXIT)):
+        """``command``: a shell command line (a ``pipe:`` URL's, refused under ``WDS_SECURE``) or an
+        argument list run without a shell (:func:`curl_command`); ``ok_status``: exit statuses that
+        are not failures."""
+        shell = isinstance(command, str)
+        if shell and refused():
             raise ValueError("pipe: URLs are refused while WDS_SECURE is set")
-        self._proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                      start_new_session=True)
+        try:
+            self._proc = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                                          start_new_session=True)
+        except FileNotFoundError:
+            raise OSError(f"{command[0]} is not installed (needed to read {command[-1]})") from None
+        self._ok = ok_status
         self._fd = self._proc.stdout.fileno()
         self._poll = select.poll()  # not select.select: descriptors above 1024 must work too
         self._poll.register(self._fd, select.POLLIN | select.POLLHUP | select.POLLERR)
@@ -102,7 +112,7 @@ class PipeCommand:
         """After a broken read: the command's non-zero exit status if it has already ended (why the
         tar broke, more often than not), else None; never waits."""
         status = self._proc.poll()
-        return None if status in (None, 0, _SIGPIPE_EXIT) else f"the command exited with status {status}"
+        return None if status is None or status in self._ok else f"the command exited with status {status}"
 
     def _check_exit(self) -> None:
         try:
@@ -110,7 +120,7 @@ class PipeCommand:
         except subprocess.TimeoutExpired:  # closed its output but runs on: stop it, its output is complete
             self._stop()
             return
-        if status not in (0, _SIGPIPE_EXIT):
+        if status not in self._ok:
             raise OSError(f"the command exited with status {status}")
 
     def _stop(self) -> None:
@@ -126,4 +136,16 @@ class PipeCommand:
         self._proc.stdout.close()
 
 
-__all__ = ["FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand", "refused"]
+# Remote schemes webdataset reads with curl: the same curl, run by PipeCommand for the stall bound.
+CURL_SCHEMES = ("http", "https", "sftp", "ftps", "scp")
+CURL_OK_STATUS = (0, _SIGPIPE_EXIT, 23)  # 23: curl's write error when the reader stopped early
+
+
+def curl_command(url: str) -> list[str]:
+    """webdataset's curl invocation for a remote shard (connect timeout, retries, fail on HTTP errors,
+    follow redirects), as an argument list: the URL never reaches a shell."""
+    return ["curl", "--connect-timeout", "30", "--retry", "30", "--retry-delay", "2", "-f", "-s", "-L", url]
+
+
+__all__ = ["CURL_OK_STATUS", "CURL_SCHEMES", "FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand", "curl_command",
+           "refused"]
