@@ -109,9 +109,13 @@ class PipeCommand:
         self._check_exit()
 
     def exit_problem(self) -> str | None:
-        """After a broken read: the command's non-zero exit status if it has already ended (why the
-        tar broke, more often than not), else None; never waits."""
+        """After a broken read: the command's non-zero exit status if it has ended (why the tar broke,
+        more often than not), else None. Waits (bounded) only when its output has ended: the exit
+        status follows the end of the output by a moment."""
         status = self._proc.poll()
+        if status is None and self._ended:
+            with suppress(subprocess.TimeoutExpired):
+                status = self._proc.wait(timeout=FINISH_SECONDS)
         return None if status is None or status in self._ok else f"the command exited with status {status}"
 
     def _check_exit(self) -> None:
