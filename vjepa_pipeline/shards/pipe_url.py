@@ -24,7 +24,8 @@ from contextlib import suppress
 
 PIPE_STALL_SECONDS = 300.0
 FINISH_SECONDS = 10.0  # reading the tail after the tar's end, and waiting for the exit status
-KILL_WAIT_SECONDS = 5.0  # a process in uninterruptible I/O (a hard NFS mount) may outlive SIGKILL: not waited for
+# A process in uninterruptible I/O (a hard NFS mount) may outlive SIGKILL: not waited for longer.
+KILL_WAIT_SECONDS = 5.0
 _SIGPIPE_EXIT = 141  # the shell's status when its reader went away: not the command's failure
 _CHUNK = 1 << 20
 _BLOCK = 512  # a tar block: the reader's compression sniffing reads one whole
@@ -52,8 +53,8 @@ class PipeCommand:
         if shell and refused():
             raise ValueError("pipe: URLs are refused while WDS_SECURE is set")
         try:
-            self._proc = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                          start_new_session=True)
+            self._proc = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE,
+                                          stdin=subprocess.DEVNULL, start_new_session=True)
         except FileNotFoundError:
             raise OSError(f"{command[0]} is not installed (needed to read {command[-1]})") from None
         self._ok = ok_status
@@ -151,5 +152,5 @@ def curl_command(url: str) -> list[str]:
     return ["curl", "--connect-timeout", "30", "--retry", "30", "--retry-delay", "2", "-f", "-s", "-L", url]
 
 
-__all__ = ["CURL_OK_STATUS", "CURL_SCHEMES", "FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand", "curl_command",
-           "refused"]
+__all__ = ["CURL_OK_STATUS", "CURL_SCHEMES", "FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand",
+           "curl_command", "refused"]
