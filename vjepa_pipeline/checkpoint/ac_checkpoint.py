@@ -115,20 +115,30 @@ def _read_run(obj: dict, where: Path) -> ACRun:
     if version != TRAINING_FORMAT_VERSION:
         raise CheckpointError(f"{where}: training checkpoint format_version {version!r}; this version of "
                               f"vjepa_pipeline reads {TRAINING_FORMAT_VERSION}")
-    if not isinstance(obj.get("encoder"), dict) or not obj["encoder"]:
-        raise CheckpointError(f"{where}: no frozen 'encoder' entry (top-level keys: "
-                              f"{sorted(map(str, obj))[:10]})")
+    config = _stored_config(obj["vjepa"]["config"], str(where))
     state = _fp32(obj["state_dict"])
-    other = sorted(k for k in state if not k.startswith("predictor."))
-    if other or not state:
-        raise CheckpointError(f"{where}: expected only predictor.* weights in state_dict, found "
-                              f"{len(state) - len(other)} predictor and {len(other)} other tensors "
+    # world_model.train_encoder: the encoder (and the inverse-dynamics head) trained with the predictor
+    joint = bool(getattr(config.world_model, "train_encoder", False))
+    trained = ("predictor.", "encoder.", "inverse_dynamics.") if joint else ("predictor.",)
+    if joint:
+        encoder_sd = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    elif isinstance(obj.get("encoder"), dict) and obj["encoder"]:
+        encoder_sd = _fp32(obj["encoder"])
+    else:
+        encoder_sd = {}
+    if not encoder_sd:
+        raise CheckpointError(f"{where}: no encoder weights (" + ("no encoder.* in state_dict" if joint else
+                              f"no frozen 'encoder' entry; top-level keys: {sorted(map(str, obj))[:10]}") + ")")
+    other = sorted(k for k in state if not k.startswith(trained))
+    if other or not any(k.startswith("predictor.") for k in state):
+        raise CheckpointError(f"{where}: expected only {', '.join(p + '*' for p in trained)} weights in state_dict, "
+                              f"found {len(state) - len(other)} of those and {len(other)} other tensors "
                               f"({other[:4]})")
     step = obj.get("global_step")
     opt, note = lightning_optimizer_state(obj)
     scaler = obj.get("MixedPrecision")  # Lightning's AMP plugin state: the GradScaler's (16-mixed only)
-    return ACRun(_stored_config(obj["vjepa"]["config"], str(where)), _fp32(obj["encoder"]),
-                 {k[len("predictor."):]: v for k, v in state.items()},
+    return ACRun(config, encoder_sd,
+                 {k[len("predictor."):]: v for k, v in state.items() if k.startswith("predictor.")},
                  step if isinstance(step, int) else None, where, "run", opt, note,
                  scaler if isinstance(scaler, dict) and "scale" in scaler else None)
 
@@ -481,6 +491,11 @@ def export_ac_run(run_or_ckpt: str | Path, out_path: str | Path, fmt: str = "nat
         raise CheckpointError(f"{path}: not a training checkpoint of vjepa pretrain (a {kind} file); export "
                               "a run directory, a checkpoints/step_* directory or a model.ckpt")
     run = _read_run(obj, path)
+    if fmt == "official" and (run.config.model.encoder_kind != "vit" or run.config.world_model.train_encoder):
+        raise ValueError("--format official holds a frozen V-JEPA ViT encoder and a predictor; this world model "
+                         f"has a {run.config.model.encoder_kind} encoder"
+                         + (" trained with the predictor" if run.config.world_model.train_encoder else "")
+                         + ": use --format native")
     encoder, predictor = build_world_model(run)
     notes: list[str] = []
     if fmt == "native":

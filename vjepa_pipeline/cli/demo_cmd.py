@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--quick", action="store_true", help="tiny dataset, 1 seed, few steps (a smoke test)")
     p.add_argument("--fresh", action="store_true", help="delete the working folder first")
     p.set_defaults(run=run)
-    kinds = p.add_subparsers(dest="demo_kind", metavar="[surprise]")
+    kinds = p.add_subparsers(dest="demo_kind", metavar="[surprise | world-model]")
     s = kinds.add_parser("surprise", help="intuitive physics of the demo's checkpoints vs random init",
                          description=SURPRISE_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--out", type=Path, default=argparse.SUPPRESS,  # no default here: `demo --out X surprise` works too
@@ -32,6 +32,16 @@ def register(sub) -> None:
     s.add_argument("--seeds", type=int, nargs="+", help="seeds (default: every finished pretraining run)")
     s.add_argument("--pairs", type=int, default=40, help="pairs per violation type (default 40)")
     s.set_defaults(run=run_surprise)
+    w = kinds.add_parser("world-model", help="a world model that plans: two_rooms, trained and compared with baselines",
+                         description=WORLD_MODEL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    w.add_argument("--out", type=Path, default=argparse.SUPPRESS,
+                   help="working folder (default runs/demo_world_model)")
+    w.add_argument("--pairs", type=int, help="start / goal pairs to plan on (default 50; --quick: 6)")
+    w.add_argument("--steps", type=int, help="training steps of each world model (default: the recipe's, 1200)")
+    w.add_argument("--quick", action="store_true", default=argparse.SUPPRESS,
+                   help="small dataset, short training, few pairs (a smoke test)")
+    w.add_argument("--fresh", action="store_true", default=argparse.SUPPRESS, help="delete the working folder first")
+    w.set_defaults(run=run_world_model)
 
 
 SURPRISE_HELP = """\
@@ -42,6 +52,32 @@ finished `vjepa demo` folder and for the same architecture randomly initialised.
 <out>/surprise/ (per-seed reports, summary.json, summary.md: relative accuracy per violation type,
 mean +- std over seeds). A few minutes on a 2-core CPU.
 """
+
+
+WORLD_MODEL_HELP = """\
+A world model that acts, on one CPU in about ten minutes: collects episodes in the embedded two_rooms
+environment (a point agent, a wall with a door) as real videos + actions + states, shards them, trains
+a world model with the real trainer (configs/world_model/two_rooms_cpu.yaml: a conv encoder trained with
+the V-JEPA 2-AC predictor under variance / covariance / time-similarity terms) and the same predictor on
+a random-init encoder, then plans toward goal images with CEM in latent space on fixed start / goal
+pairs across the wall, against a random policy and a greedy controller. Writes <out>/report/
+(summary.json, summary.md, paths and energy-landscape pictures, prediction error over the horizon).
+Re-running reuses finished stages; --fresh starts over.
+"""
+
+
+def run_world_model(args) -> int:
+    from ..demo.world_model import run_world_model_demo
+    from ..errors import UsageError
+
+    for name in ("pairs", "steps"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise UsageError(f"--{name}: must be >= 1")
+    out = args.out if "out" in vars(args) and args.out != Path("runs/demo") else Path("runs/demo_world_model")
+    run_world_model_demo(out, quick=getattr(args, "quick", False), fresh=getattr(args, "fresh", False),
+                         pairs=args.pairs, steps=args.steps)
+    return 0
 
 
 def run_surprise(args) -> int:

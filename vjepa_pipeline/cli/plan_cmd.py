@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 HELP = """\
-Plan with a trained world model (V-JEPA 2-AC predictor on its frozen encoder): at every step the
+Plan with a trained world model (V-JEPA 2-AC predictor on its encoder): at every step the
 current frame and the goal image are encoded, CEM (or MPPI) searches action sequences whose latent
 rollout ends nearest the goal's latents (mean L1, as V-JEPA 2-AC), the first action is executed and the
 search starts again from the shifted plan. Runs the environment's fixed start / goal pairs, and the
@@ -24,6 +24,8 @@ the share of positions from which going downhill in energy goes toward the goal)
 
 examples:
   vjepa plan --world-model runs/two_rooms --env two_rooms --episodes 50
+  vjepa plan --world-model runs/demo_world_model/runs/two_rooms --env two_rooms --horizon 10 --samples 100 \
+      --iterations 3 --top-k 10 --distance l2 --intermediate     # the settings of `vjepa demo world-model`
   vjepa plan --world-model runs/two_rooms --env two_rooms --episodes 10 --horizon 4 --samples 200 --iterations 5
   vjepa plan --world-model wm.pt --env push --planner mppi --methods world_model random
 """
@@ -42,6 +44,8 @@ def register(sub) -> None:
     p.add_argument("--samples", type=int, default=200, help="action sequences per iteration (default 200)")
     p.add_argument("--iterations", type=int, default=5, help="planner iterations per step (default 5)")
     p.add_argument("--top-k", type=int, default=20, help="CEM elites (default 20)")
+    p.add_argument("--distance", choices=("l1", "l2"), default="l1",
+                   help="energy: mean absolute (l1, V-JEPA 2-AC) or squared (l2) latent difference (default l1)")
     p.add_argument("--max-steps", type=int, help="steps per episode (default: the environment's)")
     p.add_argument("--replan-every", type=int, default=1, help="actions executed per plan (default 1)")
     p.add_argument("--intermediate", action="store_true",
@@ -110,7 +114,7 @@ def _run(args, out: Path) -> int:
                              f"{state_dim}-D states: train a world model on {args.env} episodes")
     common = dict(horizon=args.horizon, samples=args.samples, iterations=args.iterations,
                   action_low=tuple(float(x) for x in space.low), action_high=tuple(float(x) for x in space.high),
-                  intermediate=args.intermediate, seed=args.seed)
+                  intermediate=args.intermediate, distance=args.distance, seed=args.seed)
     cfg = (CEMConfig(top_k=args.top_k, **common) if args.planner == "cem" else MPPIConfig(**common))
     rows, t0 = [], time.monotonic()
 

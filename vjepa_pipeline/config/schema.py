@@ -63,6 +63,11 @@ class ModelConfig:
     """Context/target encoder (ViT over 3D tubelets) plus its predictor."""
 
     size: str = "tiny"  # key of vjepa_pipeline.config.sizes.VIT_SIZES
+    # vit = the V-JEPA video ViT (token grid); conv = a small CNN with one latent per frame
+    # (models/conv_encoder.py: world models of the embedded planning tasks; embed_dim = its latent size)
+    encoder_kind: Literal["vit", "conv"] = "vit"
+    conv_channels: int = 32  # conv only: channels of every conv layer
+    conv_stages: int = 3  # conv only: stride-2 stages (64 px -> 8 x 8 before the linear head)
     # Optional overrides of the named size (for custom tiny CPU models); None = use the size's.
     embed_dim: int | None = None
     depth: int | None = None
@@ -337,6 +342,12 @@ class WorldModelConfig:
     normalize_reps: bool = True  # layer-norm encoder latents and predictions (official: true)
     teacher_forcing_weight: float = 1.0  # weight of the teacher-forcing loss
     rollout_weight: float = 1.0  # weight of the rollout loss
+    # Train the encoder together with the predictor (PLDM / EB-JEPA style; official V-JEPA 2-AC: false).
+    # Needs a collapse regulariser (objective.vicreg_variance_weight or sigreg_weight): predicting a
+    # constant is otherwise perfect. The terms below shape the latent space for planning.
+    train_encoder: bool = False
+    temporal_weight: float = 0.0  # time similarity: squared L2 between consecutive frames' latents
+    inverse_dynamics_weight: float = 0.0  # an MLP recovers each action from consecutive latents
 
 
 @dataclass

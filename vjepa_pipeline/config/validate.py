@@ -108,13 +108,21 @@ def config_problems(cfg: Config) -> list[str]:
     c.in_range("model.drop_path_rate", m.drop_path_rate, 0.0, 1.0, hi_open=True)
     if m.rope_rescale_grid is not None and not m.rope_rescale_grid >= 2:
         c.add(f"model.rope_rescale_grid: must be >= 2 patches (V-JEPA 2.1 uses 16) or null, got {m.rope_rescale_grid}")
-    if size_ok and overrides_ok:
+    if size_ok and overrides_ok and m.encoder_kind == "vit":  # the conv encoder has no heads
         dim, _, heads, _ = m.resolved_size()
         detail = (
             "" if m.embed_dim is not None and m.num_heads is not None else f" (size {m.size!r})"
         )
         c.heads("model", dim, heads, rope, detail)
     ac = cfg.objective.kind == "action_conditioned"
+    if m.encoder_kind == "conv":
+        c.positive("model.conv_channels", m.conv_channels)
+        if c.positive("model.conv_stages", m.conv_stages) and d.crop_size % (2 ** m.conv_stages):
+            c.add(f"data.crop_size: the conv encoder halves the frame model.conv_stages={m.conv_stages} times; "
+                  f"{d.crop_size} is not divisible by {2 ** m.conv_stages}")
+        if not ac:
+            c.add("model.encoder_kind: conv (one latent per frame) is for world models (objective.kind="
+                  "action_conditioned); V-JEPA's masked prediction needs the ViT's token grid (vit)")
     _check_predictor(c, pred, rope or ac)  # the action-conditioned predictor always uses RoPE
 
     # --- masks
@@ -250,6 +258,20 @@ def _check_world_model(c: _Checker, cfg: Config) -> None:
         c.add("data.hflip: a mirrored frame contradicts its actions; set data.hflip=false for world models")
     if d.num_clips != 1:
         c.add(f"data.num_clips: trajectory windows are one per sample; set data.num_clips=1 (got {d.num_clips})")
+    for key in ("temporal_weight", "inverse_dynamics_weight"):
+        if c.finite(f"world_model.{key}", getattr(wm, key)):
+            c.non_negative(f"world_model.{key}", getattr(wm, key))
+            if getattr(wm, key) > 0 and not wm.train_encoder:
+                c.add(f"world_model.{key}: shapes the encoder's latents; it needs world_model.train_encoder=true "
+                      "(a frozen encoder does not change)")
+    ob = cfg.objective
+    if wm.train_encoder and not (ob.vicreg_variance_weight > 0 or ob.sigreg_weight > 0):
+        c.add("world_model.train_encoder: an encoder trained with the predictor collapses without a regulariser "
+              "(every frame mapped to one point is predicted perfectly); set objective.vicreg_variance_weight "
+              "(e.g. 16) or objective.sigreg_weight > 0")
+    if wm.train_encoder and d.batch_size < 2:
+        c.add(f"world_model.train_encoder: the regularisers compare the frames of a batch; data.batch_size must "
+              f"be >= 2, got {d.batch_size}")
     if cfg.train.strategy.startswith("deepspeed") or cfg.train.strategy == "fsdp":
         c.add(f"train.strategy: {cfg.train.strategy} shards the trainable networks; the world model trains only "
               "its predictor: use auto or ddp")
@@ -300,9 +322,11 @@ def _check_regularizers(c: _Checker, cfg: Config) -> None:
             c.non_negative(f"objective.{key}", getattr(ob, key))
     c.positive("objective.sigreg_slices", ob.sigreg_slices)
     on = [k for k in weights if getattr(ob, k) > 0]
-    if on and ob.kind != "vjepa":
-        c.add(f"objective.{on[0]}: the collapse regularisers apply to the V-JEPA objective only "
-              f"(objective.kind={ob.kind!r}); set it to 0")
+    joint = ob.kind == "action_conditioned" and cfg.world_model.train_encoder
+    if on and ob.kind != "vjepa" and not joint:
+        c.add(f"objective.{on[0]}: the collapse regularisers apply to the V-JEPA objective and to world models "
+              f"that train their encoder (world_model.train_encoder=true), not to objective.kind={ob.kind!r} "
+              "with a frozen encoder; set it to 0")
     elif on and cfg.data.batch_size < 2:
         c.add(f"objective.{on[0]}: the regularisers compare the clips of a batch; data.batch_size must be >= 2, "
               f"got {cfg.data.batch_size}")

@@ -7,14 +7,19 @@ from collections.abc import Callable
 import torch.nn as nn
 
 from .ac_predictor import ActionConditionedPredictor
+from .conv_encoder import ConvEncoder
 from .jepa import JEPA
 from .predictor import Predictor
 from .vit import VisionTransformer
 
 
-def build_encoder(model_cfg, num_frames: int = 16, crop_size: int = 224) -> VisionTransformer:
-    """Encoder for a ``ModelConfig``; num_frames / crop_size set the sin-cos reference grid."""
+def build_encoder(model_cfg, num_frames: int = 16, crop_size: int = 224) -> VisionTransformer | ConvEncoder:
+    """Encoder for a ``ModelConfig`` (``encoder_kind`` vit or conv); num_frames / crop_size set the sin-cos
+    reference grid (the conv encoder's input size)."""
     dim, depth, heads, mlp = model_cfg.resolved_size()
+    if getattr(model_cfg, "encoder_kind", "vit") == "conv":
+        return ConvEncoder(embed_dim=dim, channels=model_cfg.conv_channels, stages=model_cfg.conv_stages,
+                           in_chans=model_cfg.in_chans, img_size=crop_size, tubelet_size=model_cfg.tubelet_size)
     return VisionTransformer(
         embed_dim=dim, depth=depth, num_heads=heads, mlp_ratio=mlp, patch_size=model_cfg.patch_size,
         tubelet_size=model_cfg.tubelet_size, in_chans=model_cfg.in_chans, num_frames=num_frames,
@@ -46,11 +51,13 @@ def build_ac_predictor(cfg, embed_dim: int | None = None) -> ActionConditionedPr
     ``model.predictor``, conditioning from ``world_model``, the token grid from ``data.crop_size`` and
     ``model.patch_size``; ``embed_dim`` is the frozen encoder's width (default: ``model``'s)."""
     p, wm = cfg.model.predictor, cfg.world_model
+    # the conv encoder gives one token per frame: a 1 x 1 grid
+    img, patch = (1, 1) if cfg.model.encoder_kind == "conv" else (cfg.data.crop_size, cfg.model.patch_size)
     return ActionConditionedPredictor(
         embed_dim or cfg.model.resolved_size()[0], predictor_embed_dim=p.embed_dim, depth=p.depth,
         num_heads=p.num_heads, action_dim=wm.action_dim, state_dim=wm.state_dim, use_extrinsics=wm.use_extrinsics,
         extrinsics_dim=wm.extrinsics_dim,
-        img_size=cfg.data.crop_size, patch_size=cfg.model.patch_size, mlp_ratio=p.mlp_ratio,
+        img_size=img, patch_size=patch, mlp_ratio=p.mlp_ratio,
         qkv_bias=cfg.model.qkv_bias, use_rope=True, drop_path_rate=cfg.model.drop_path_rate,
         activation_checkpointing=cfg.model.activation_checkpointing)
 

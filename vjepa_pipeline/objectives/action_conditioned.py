@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from ..data.batch import TrajectoryBatch
 from ..models.build import build_ac_predictor, build_encoder
 from ..models.inputs import normalize_clips
+from ..utils.seeds import mix_seed
 from .base import Objective, StepOutput
+from .regularizers import RegularizerWeights, regularization
+
+# Seeds the SIGReg directions of an encoder trained with the predictor (with train.seed and the data step).
+AC_SIGREG_STREAM = 0x5168
 
 #: state_update(state (B, 1, S), action (B, 1, A)) -> next state (B, 1, S)
 StateUpdate = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -52,12 +57,13 @@ def encoder_input(frames: torch.Tensor) -> torch.Tensor:
 
 
 def encode_frames(encoder: nn.Module, frames: torch.Tensor, tubelet_size: int | None = None,
-                  normalize_reps: bool = True) -> torch.Tensor:
+                  normalize_reps: bool = True, grad: bool = False) -> torch.Tensor:
     """Per-frame latents of a trajectory, as the official ``forward_target`` computes them.
 
     ``frames`` float (B, T, C, H, W), normalised encoder input. Each frame is encoded alone, repeated
     ``tubelet_size`` times along time (default: ``encoder.tubelet_size``) so that it fills exactly one
-    tubelet; returns (B, T, N, D) tokens, layer-normed over D when ``normalize_reps``. No gradient.
+    tubelet; returns (B, T, N, D) tokens, layer-normed over D when ``normalize_reps``. No gradient unless
+    ``grad`` (an encoder trained with the predictor, ``world_model.train_encoder``).
     """
     if frames.ndim != 5:
         raise ValueError(f"frames must be (B, T, C, H, W), got shape {tuple(frames.shape)}")
@@ -65,7 +71,7 @@ def encode_frames(encoder: nn.Module, frames: torch.Tensor, tubelet_size: int | 
         raise ValueError(f"frames must be float (normalised encoder input), got {frames.dtype}")
     tubelet = int(tubelet_size if tubelet_size is not None else getattr(encoder, "tubelet_size", 1))
     b, t = frames.shape[:2]
-    with torch.no_grad():
+    with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
         x = frames.flatten(0, 1).unsqueeze(2).repeat(1, 1, tubelet, 1, 1)  # (B*T, C, tubelet, H, W)
         h = encoder(x)  # (B*T, N, D)
         h = h.view(b, t, -1, h.shape[-1])
@@ -160,11 +166,46 @@ def ac_losses(predictor: nn.Module, z: torch.Tensor, actions: torch.Tensor, stat
     return teacher_forcing, rollout_loss
 
 
+class InverseDynamics(nn.Module):
+    """An MLP that recovers the action taken between two frames from their latents (mean over tokens):
+    ``(z_t, z_t+1)`` -> ``a_t``. Its loss keeps the action-relevant content in an encoder trained with the
+    predictor (Pathak et al. 2017; PLDM)."""
+
+    def __init__(self, latent_dim: int, action_dim: int, hidden: int = 128):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2 * latent_dim, hidden), nn.GELU(), nn.Linear(hidden, action_dim))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """z (B, T, N, D) -> predicted actions (B, T-1, A)."""
+        pooled = z.mean(dim=2)
+        return self.net(torch.cat([pooled[:, :-1], pooled[:, 1:]], dim=-1))
+
+
+def temporal_similarity(z: torch.Tensor) -> torch.Tensor:
+    """Squared L2 distance between consecutive frames' latents (summed over tokens and features), averaged
+    over the pairs: small when the latents move smoothly along a trajectory (EB-JEPA's time similarity)."""
+    return (z[:, 1:] - z[:, :-1]).square().flatten(2).sum(-1).mean()
+
+
+def inverse_dynamics_loss(predicted: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Squared error of the recovered actions (summed over action dims, averaged over steps), each action
+    dim scaled by its standard deviation in the batch so that the weight does not depend on the units."""
+    scale = actions.detach().flatten(0, 1).std(dim=0).clamp_min(1e-6)
+    return ((predicted - actions) / scale).square().sum(-1).mean()
+
+
 class ActionConditionedObjective(Objective):
-    """V-JEPA 2-AC training: only ``predictor`` trains; ``encoder`` is frozen (no EMA, no gradient,
-    kept in eval mode). ``step`` takes a :class:`~vjepa_pipeline.data.batch.TrajectoryBatch` (not a
-    ``ClipBatch``) on the networks' device and returns ``tf_weight * loss_teacher_forcing +
+    """V-JEPA 2-AC training: ``predictor`` trains; ``encoder`` is frozen (no EMA, no gradient, kept in eval
+    mode) unless ``train_encoder``. ``step`` takes a :class:`~vjepa_pipeline.data.batch.TrajectoryBatch`
+    (not a ``ClipBatch``) on the networks' device and returns ``tf_weight * loss_teacher_forcing +
     rollout_weight * loss_rollout`` (official: 1 and 1), both terms logged separately.
+
+    With ``train_encoder`` (PLDM / EB-JEPA's recipe for planning; not the official one) the encoder is
+    trained by the same losses, its latents are the targets (no stop-gradient, no EMA), and collapse is
+    held off by ``regularizers`` (VICReg variance / covariance or SIGReg on each frame's flattened latents,
+    :mod:`.regularizers`), ``temporal_weight`` x :func:`temporal_similarity` and
+    ``inverse_dynamics_weight`` x :func:`inverse_dynamics_loss` (an :class:`InverseDynamics` head, trained
+    too). Each term is logged.
 
     Built from modules, or from the config by :meth:`from_config` (``objective.kind:
     action_conditioned``; sizes from ``model.predictor``, losses from ``world_model``).
@@ -174,48 +215,96 @@ class ActionConditionedObjective(Objective):
 
     def __init__(self, encoder: nn.Module, predictor: nn.Module, rollout_steps: int = 2, loss_exp: float = 1.0,
                  normalize_reps: bool = True, tf_weight: float = 1.0, rollout_weight: float = 1.0,
-                 tubelet_size: int | None = None, cfg=None):
+                 tubelet_size: int | None = None, cfg=None, train_encoder: bool = False,
+                 regularizers: RegularizerWeights | None = None, temporal_weight: float = 0.0,
+                 inverse_dynamics_weight: float = 0.0, seed: int = 0):
         super().__init__(cfg)
-        self.encoder = encoder.eval().requires_grad_(False)
+        self.train_encoder = bool(train_encoder)
+        self.encoder = encoder if self.train_encoder else encoder.eval().requires_grad_(False)
         self.predictor = predictor
         self.rollout_steps, self.loss_exp, self.normalize_reps = rollout_steps, loss_exp, normalize_reps
         self.tf_weight, self.rollout_weight = tf_weight, rollout_weight
         self.tubelet_size = tubelet_size
+        self.regularizers = regularizers or RegularizerWeights()
+        self.temporal_weight, self.inverse_dynamics_weight = float(temporal_weight), float(inverse_dynamics_weight)
+        shaping = self.regularizers.active or self.temporal_weight > 0 or self.inverse_dynamics_weight > 0
+        if shaping and not self.train_encoder:
+            raise ValueError("regularisers, temporal_weight and inverse_dynamics_weight shape the encoder: they "
+                             "need train_encoder=True")
+        self.inverse_dynamics: InverseDynamics | None = None
+        if self.inverse_dynamics_weight > 0:
+            self.inverse_dynamics = InverseDynamics(int(getattr(encoder, "embed_dim")),
+                                                    int(getattr(predictor, "action_dim")))
+        self.seed = int(seed)
+        self._calls = 0
 
     @classmethod
     def from_config(cls, cfg, encoder: nn.Module | None = None) -> ActionConditionedObjective:
-        """The objective of ``cfg``: ``encoder`` frozen (None: a random encoder from ``model.*``, for
-        smoke runs and tests), a fresh predictor seeded by ``train.seed``."""
+        """The objective of ``cfg``: ``encoder`` (None: a random encoder from ``model.*``, for smoke runs, tests
+        and ``world_model.train_encoder``), a fresh predictor seeded by ``train.seed``."""
         torch.manual_seed(cfg.train.seed)
         if encoder is None:
             encoder = build_encoder(cfg.model, cfg.model.tubelet_size, cfg.data.crop_size)
         torch.manual_seed(cfg.train.seed + 1)
         predictor = build_ac_predictor(cfg, embed_dim=getattr(encoder, "embed_dim", None))
-        wm = cfg.world_model
+        wm, ob = cfg.world_model, cfg.objective
+        torch.manual_seed(cfg.train.seed + 2)
         return cls(encoder, predictor, rollout_steps=wm.rollout_steps, loss_exp=wm.loss_exp,
                    normalize_reps=wm.normalize_reps, tf_weight=wm.teacher_forcing_weight,
-                   rollout_weight=wm.rollout_weight, cfg=cfg)
+                   rollout_weight=wm.rollout_weight, cfg=cfg, train_encoder=wm.train_encoder,
+                   regularizers=RegularizerWeights(ob.sigreg_weight, ob.vicreg_variance_weight,
+                                                   ob.vicreg_covariance_weight, ob.sigreg_slices),
+                   temporal_weight=wm.temporal_weight, inverse_dynamics_weight=wm.inverse_dynamics_weight,
+                   seed=cfg.train.seed)
 
     def trainable_networks(self) -> dict[str, nn.Module]:
-        return {"predictor": self.predictor}
+        nets: dict[str, nn.Module] = {"encoder": self.encoder} if self.train_encoder else {}
+        nets["predictor"] = self.predictor
+        if self.inverse_dynamics is not None:
+            nets["inverse_dynamics"] = self.inverse_dynamics
+        return nets
 
     def frozen_networks(self) -> dict[str, nn.Module]:
-        return {"encoder": self.encoder}
+        return {} if self.train_encoder else {"encoder": self.encoder}
 
     def replace_network(self, name: str, module: nn.Module) -> None:
         super().replace_network(name, module)
-        self.predictor = module
+        setattr(self, name, module)
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        self.encoder.eval()  # a trainer's .train() must not switch on drop-path in the frozen encoder
-        return encode_frames(self.encoder, frames, self.tubelet_size, self.normalize_reps)
+        if not self.train_encoder:
+            self.encoder.eval()  # a trainer's .train() must not switch on drop-path in the frozen encoder
+        return encode_frames(self.encoder, frames, self.tubelet_size, self.normalize_reps, grad=self.train_encoder)
 
     def step(self, batch: TrajectoryBatch) -> StepOutput:  # type: ignore[override]
         z = self.encode(encoder_input(batch.frames))
         tf, ro = ac_losses(self.predictor, z, batch.actions, batch.states, batch.extrinsics,
                            self.rollout_steps, self.loss_exp, self.normalize_reps)
         loss = self.tf_weight * tf + self.rollout_weight * ro
+        terms = {"loss_teacher_forcing": float(tf.detach()), "loss_rollout": float(ro.detach())}
+        if self.train_encoder:
+            loss = loss + self._shaping(z, batch, terms)
         b, t, n = z.shape[:3]
-        return StepOutput(loss=loss,
-                          terms={"loss_teacher_forcing": float(tf.detach()), "loss_rollout": float(ro.detach())},
-                          tokens=b * t * n)
+        return StepOutput(loss=loss, terms=terms, tokens=b * t * n,
+                          features=z.detach().flatten(0, 1) if self.train_encoder else None)
+
+    def _shaping(self, z: torch.Tensor, batch: TrajectoryBatch, terms: dict[str, float]) -> torch.Tensor:
+        """The collapse regularisers on every frame's flattened latents, time similarity and inverse dynamics."""
+        total = z.new_zeros((), dtype=torch.float32)
+        if self.regularizers.active:
+            step = batch.stream.step if batch.stream is not None else self._calls
+            reg, reg_terms = regularization([z.flatten(2).flatten(0, 1)], self.regularizers,
+                                            seed=mix_seed(self.seed, AC_SIGREG_STREAM, step))
+            total = total + reg
+            terms.update(reg_terms)
+        self._calls += 1
+        if self.temporal_weight > 0:
+            sim = temporal_similarity(z)
+            total = total + self.temporal_weight * sim
+            terms["loss_temporal"] = float(sim.detach())
+        if self.inverse_dynamics is not None:
+            t = z.shape[1]
+            idm = inverse_dynamics_loss(self.inverse_dynamics(z), batch.actions[:, :t - 1].to(z.dtype))
+            total = total + self.inverse_dynamics_weight * idm
+            terms["loss_inverse_dynamics"] = float(idm.detach())
+        return total
