@@ -26,3 +26,29 @@ class StopAt(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             trainer.should_stop = True
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    """``vjepa <args>`` in-process: (exit code, stdout, stderr)."""
+    import contextlib
+    import io
+
+    from vjepa_pipeline.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return code, out.getvalue(), err.getvalue()
+
+
+def two_rooms_shards(root, episodes: int, steps: int):
+    """``vjepa data collect --env two_rooms`` into ``root/episodes`` and one-sample trajectory shards in
+    ``root/shards`` (returned); asserts both commands succeed."""
+    code, out, err = run_cli("data", "collect", "--env", "two_rooms", "--out", str(root / "episodes"),
+                             "--episodes", str(episodes), "--steps", str(steps))
+    assert code == 0, err
+    assert f"{episodes} episodes written" in out
+    code, _, err = run_cli("shards", "build", str(root / "episodes"), str(root / "shards"), "--samples-per-shard",
+                           "1", "--no-progress")
+    assert code == 0, err
+    return root / "shards"

@@ -4,14 +4,13 @@ environment in one line."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import pytest
 
-from vjepa_pipeline.cli.main import main
+from helpers import run_cli as cli
+from helpers import two_rooms_shards
 from vjepa_pipeline.config import load_config
 from vjepa_pipeline.planning.benchmark import pair_options, wilson_interval
 from vjepa_pipeline.train.pretrain import pretrain
@@ -19,23 +18,10 @@ from vjepa_pipeline.train.pretrain import pretrain
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def two_rooms_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("plan")
-    code, out, err = cli("data", "collect", "--env", "two_rooms", "--out", str(root / "episodes"), "--episodes", "4",
-                         "--steps", "12")
-    assert code == 0, err
-    assert "4 episodes written" in out
-    code, _, err = cli("shards", "build", str(root / "episodes"), str(root / "shards"), "--samples-per-shard", "1",
-                       "--no-progress")
-    assert code == 0, err
+    two_rooms_shards(root, episodes=4, steps=12)
     cfg = load_config(ROOT / "configs/world_model/moving_square_cpu.yaml", [
         "name=wm", f"data.path={root / 'shards'}", f"train.run_dir={root}", "train.max_steps=2",
         "optim.warmup_steps=1", "optim.cooldown_steps=1", "data.num_workers=0", "data.allow_shared_shards=true",

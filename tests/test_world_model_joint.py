@@ -3,8 +3,6 @@ the terms, the config checks, the checkpoint round trip, reproducibility, and `v
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
@@ -12,7 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from vjepa_pipeline.cli.main import main
+from helpers import run_cli as cli
+from helpers import two_rooms_shards
 from vjepa_pipeline.config import ConfigError, load_config
 from vjepa_pipeline.data.batch import TrajectoryBatch
 from vjepa_pipeline.envs.two_rooms import TwoRoomsEnv
@@ -23,13 +22,6 @@ from vjepa_pipeline.objectives.action_conditioned import (ActionConditionedObjec
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "configs/world_model/two_rooms_cpu.yaml"
-
-
-def cli(*args: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, out.getvalue(), err.getvalue()
 
 
 def small_cfg(*extra: str):
@@ -132,12 +124,7 @@ def joint_runs(tmp_path_factory):
     from vjepa_pipeline.train.pretrain import pretrain
 
     root = tmp_path_factory.mktemp("joint")
-    code, _, err = cli("data", "collect", "--env", "two_rooms", "--out", str(root / "episodes"), "--episodes", "4",
-                       "--steps", "10")
-    assert code == 0, err
-    code, _, err = cli("shards", "build", str(root / "episodes"), str(root / "shards"), "--samples-per-shard", "1",
-                       "--no-progress")
-    assert code == 0, err
+    two_rooms_shards(root, episodes=4, steps=10)
     runs = []
     for name in ("a", "b"):
         cfg = load_config(RECIPE, [
