@@ -192,8 +192,10 @@ def test_demo_world_model_quick_writes_the_report_and_plans_better_than_random(t
         assert s["episodes"] == 6
         assert {"success_rate", "mean_final_distance", "seconds_per_action", "success_95ci"} <= s.keys()
     assert task["greedy"]["success_rate"] == 0.0  # the pairs are those the wall defeats it on
-    assert task["world_model"]["success_rate"] > task["random"]["success_rate"]
-    assert task["world_model"]["mean_final_distance"] < task["random"]["mean_final_distance"]
+    # beats the random policy: ends far closer to the goal (0.19 vs 0.48 on the dev machine, 2 of 6 pairs
+    # reached vs 0); success on 6 pairs after 400 steps is too coarse to demand more than "not worse"
+    assert task["world_model"]["success_rate"] >= task["random"]["success_rate"]
+    assert task["world_model"]["mean_final_distance"] < 0.75 * task["random"]["mean_final_distance"]
     g = summary["guided_fraction"]
     assert g["world_model"] > g["world_model_random_encoder"]
     for name in ("summary.md", "plots/paths.png", "plots/energy_landscape.png",
