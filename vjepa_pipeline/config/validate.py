@@ -273,8 +273,9 @@ def _check_world_model(c: _Checker, cfg: Config) -> None:
         c.add(f"world_model.train_encoder: the regularisers compare the frames of a batch; data.batch_size must "
               f"be >= 2, got {d.batch_size}")
     if cfg.train.strategy.startswith("deepspeed") or cfg.train.strategy == "fsdp":
-        c.add(f"train.strategy: {cfg.train.strategy} shards the trainable networks; the world model trains only "
-              "its predictor: use auto or ddp")
+        trains = "a small encoder and its predictor" if wm.train_encoder else "only its predictor"
+        c.add(f"train.strategy: {cfg.train.strategy} shards the trainable networks; the world model trains {trains}: "
+              "use auto or ddp")
 
 
 def _check_sources(c: _Checker, cfg: Config) -> None:
