@@ -19,7 +19,7 @@ def register(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("runs/demo"), help="working folder (default runs/demo)")
     p.add_argument("--minutes", type=float, help="rough time budget: sets the pretraining steps")
-    p.add_argument("--steps", type=int, help="pretraining steps per seed (default: train.max_steps of configs/pretrain/demo.yaml, 800)")
+    p.add_argument("--steps", type=int, help="pretraining steps per seed (default: train.max_steps of configs/pretrain/demo.yaml, 1600)")
     p.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2)")
     p.add_argument("--quick", action="store_true", help="tiny dataset, 1 seed, few steps (a smoke test)")
     p.add_argument("--fresh", action="store_true", help="delete the working folder first")

@@ -302,13 +302,13 @@ def encode_clips(jobs: list[tuple[str | os.PathLike, np.ndarray]], fps: float, c
     import subprocess
     import tempfile
 
-    from ..shards.media import ffmpeg_exe
+    from ..shards.media import SERIAL_FILTERS, ffmpeg_exe
 
     if not jobs:
         return
     gop = max(1, round(fps))
     with tempfile.TemporaryDirectory(prefix="vjepa_demo_") as tmp:
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *SERIAL_FILTERS]
         for k, (_, frames) in enumerate(jobs):
             arr = np.ascontiguousarray(frames, dtype=np.uint8)
             if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] % 2 or arr.shape[2] % 2:

@@ -135,8 +135,8 @@ def run_demo(out: str | Path = "runs/demo", minutes: float | None = None, fresh:
     plan = DemoPlan(out=out, seeds=seeds or ([0] if quick else [0, 1, 2]), steps=steps or (40 if quick else load_config(RECIPE).train.max_steps))
     if quick:
         plan.train_per_class, plan.val_per_class, plan.pool, plan.probe_epochs = 8, 4, 64, 5
-    if minutes is not None and steps is None:  # a rough budget: ~0.13 s per step on 2 cores, 3 seeds
-        plan.steps = max(50, int(minutes * 60 * 0.6 / (0.13 * len(plan.seeds))))
+    if minutes is not None and steps is None:  # a rough budget: ~0.1 s per step on 2 cores, 3 seeds
+        plan.steps = max(50, int(minutes * 60 * 0.6 / (0.1 * len(plan.seeds))))
     t0 = time.perf_counter()
     total = 5
     with Stage("generate the demo dataset", 1, total):
