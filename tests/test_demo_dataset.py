@@ -365,16 +365,6 @@ def test_refuses_a_folder_that_is_not_a_demo_dataset(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset.json", "notes.txt"]
 
 
-def test_batched_encoding_matches_write_video_byte_for_byte(tmp_path):
-    from vjepa_pipeline.shards.media import write_video
-
-    clips = [render_clip(cls, rng(4, i), 32, 8) for i, cls in enumerate(("grow", "move_up", "rotate_cw"))]
-    dd.encode_clips([(tmp_path / f"batch{i}.mp4", c) for i, c in enumerate(clips)], fps=8, crf=dd.CRF)
-    for i, c in enumerate(clips):
-        write_video(tmp_path / f"single{i}.mp4", c, fps=8, crf=dd.CRF)
-        assert (tmp_path / f"batch{i}.mp4").read_bytes() == (tmp_path / f"single{i}.mp4").read_bytes()
-
-
 # ---------------------------------------------------------------------------------------------
 # The command
 

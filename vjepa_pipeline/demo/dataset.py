@@ -294,38 +294,17 @@ def _plan(p: dict) -> list[tuple[str, str, str | None, int]]:
 
 
 def encode_clips(jobs: list[tuple[str | os.PathLike, np.ndarray]], fps: float, crf: int = CRF) -> None:
-    """Write several uint8 clips (T, H, W, 3) to H.264 mp4 files with ONE ffmpeg process.
+    """Write uint8 clips (T, H, W, 3) to H.264 mp4 files, one ffmpeg process per clip
+    (:func:`vjepa_pipeline.shards.media.write_video`'s settings: single-threaded, bit-exact x264).
 
-    Same encoder settings as :func:`vjepa_pipeline.shards.media.write_video` (each output has its
-    own single-threaded, bit-exact x264 instance, so the files are byte-identical to its output);
-    starting ffmpeg costs more than encoding a tiny clip, hence the batching."""
-    import subprocess
-    import tempfile
+    Not batched on purpose: one ffmpeg process with many inputs and outputs (the earlier way,
+    faster to start) now and then encoded one clip of a batch differently from run to run - about
+    one clip in 1,000 of the demo dataset (docs/reproducibility.md) - so the same dataset was not
+    always byte-identical; one process per clip was, in every generation we compared."""
+    from ..shards.media import write_video
 
-    from ..shards.media import SERIAL_FILTERS, ffmpeg_exe
-
-    if not jobs:
-        return
-    gop = max(1, round(fps))
-    with tempfile.TemporaryDirectory(prefix="vjepa_demo_") as tmp:
-        cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *SERIAL_FILTERS]
-        for k, (_, frames) in enumerate(jobs):
-            arr = np.ascontiguousarray(frames, dtype=np.uint8)
-            if arr.ndim != 4 or arr.shape[-1] != 3 or arr.shape[1] % 2 or arr.shape[2] % 2:
-                raise ValueError(f"expected uint8 frames (T, H, W, 3) with even H and W, got {arr.shape}")
-            raw = os.path.join(tmp, f"{k}.rgb")
-            arr.tofile(raw)
-            cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{arr.shape[2]}x{arr.shape[1]}",
-                    "-r", str(fps), "-i", raw]
-        for k, (dst, _) in enumerate(jobs):
-            cmd += ["-map", f"{k}:v", "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", str(crf),
-                    "-pix_fmt", "yuv420p", "-g", str(gop), "-sc_threshold", "0", "-threads", "1",
-                    "-fflags", "+bitexact", "-flags:v", "+bitexact", "-movflags", "+faststart", "-f", "mp4",
-                    str(dst)]
-        run = subprocess.run(cmd, capture_output=True, timeout=120 + 10 * len(jobs), check=False)
-        if run.returncode != 0:
-            raise RuntimeError(f"ffmpeg could not write {len(jobs)} clips (first {jobs[0][0]}): "
-                               f"{run.stderr.decode(errors='replace')[-300:]}")
+    for dst, frames in jobs:
+        write_video(dst, frames, fps=fps, crf=crf)
 
 
 def _write_batch(root: str, tasks: list[tuple], p: dict) -> int:

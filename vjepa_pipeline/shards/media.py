@@ -117,14 +117,6 @@ class VideoInfo:
         return (h, w) if self.rotation % 180 == 90 else (w, h)
 
 
-# Filter graphs on one thread. With its default slice threading, the bundled FFmpeg's RGB -> YUV
-# conversion now and then gave different pixels for the same input (about 1 clip in 500 of the demo
-# dataset, more often under load), so "the same data twice" was not always byte-identical; on one
-# thread it is (measured: 4 generations of the 1,120-clip demo dataset, all identical). Our
-# parallelism comes from worker processes, not from FFmpeg threads.
-SERIAL_FILTERS = ("-filter_threads", "1")
-
-
 def ffmpeg_exe() -> str:
     """Path of the ffmpeg binary carried by the imageio-ffmpeg wheel (or $VJEPA_FFMPEG)."""
     if os.environ.get("VJEPA_FFMPEG"):
@@ -337,7 +329,7 @@ def encode_command(src: str, dst: str, info: VideoInfo, settings: EncodeSettings
     w, h = size or output_geometry(*info.display_size, settings.short_side)
     fps = settings.fps or info.fps
     gop = max(1, round(fps * settings.gop_seconds))
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *SERIAL_FILTERS]
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
     # Containers without a frame index (MPEG program streams, AVI, ...) land input seeks anywhere
     # near: there a fast input seek goes to PREROLL_SECONDS before the clip, then an exact output
     # seek decodes the pre-roll and discards it, so the clip starts where it says.
@@ -480,7 +472,7 @@ def write_video(path: str | os.PathLike, frames, fps: float = 25.0, crf: int = 1
         raise ValueError(f"expected uint8 frames (T, H, W, 3) with even H and W, got {arr.shape}")
     t, h, w, _ = arr.shape
     gop = gop or max(1, round(fps))
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *SERIAL_FILTERS, "-f", "rawvideo",
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", str(fps), "-i", "pipe:0", "-an", "-c:v", "libx264",
            "-preset", "veryfast", "-crf", str(crf), "-pix_fmt", "yuv420p", "-g", str(gop),
            "-sc_threshold", "0", "-threads", "1", "-fflags", "+bitexact", "-flags:v", "+bitexact",

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .media import (SERIAL_FILTERS, EncodeSettings, EnvironmentalError, MediaError, encode_readable, ffmpeg_exe,
-                    output_geometry, probe)
+from .media import (EncodeSettings, EnvironmentalError, MediaError, encode_readable, ffmpeg_exe, output_geometry,
+                    probe)
 from .format import npz_bytes
 from .trajectories import check_lengths, list_frames, read_episode
 
@@ -78,7 +78,7 @@ def images_to_video(folder: str, dst: Path, fps: float) -> None:
     except (OSError, UnidentifiedImageError) as exc:
         raise MediaError("unreadable frame", f"{os.path.basename(paths[0])}: {exc}") from None
     w, h = output_geometry(size[0], size[1], None)
-    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", *SERIAL_FILTERS, "-f", "rawvideo",
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
            "-pix_fmt", "rgb24", "-s", f"{w}x{h}", "-r", f"{fps:.9g}", "-i", "pipe:0", "-an", "-c:v", "libx264",
            "-preset", "veryfast", "-qp", "0", "-pix_fmt", "yuv444p", "-threads", "1",
            "-fflags", "+bitexact", "-flags:v", "+bitexact", "-f", "mp4", str(dst)]
