@@ -417,7 +417,7 @@ def write_demo_dataset(out_dir: str | os.PathLike, train_per_class: int = 40, va
 
     todo = [t for t in plan if not (reuse and (out / t[0]).is_file())]
     t0 = time.monotonic()
-    # Batches of clips, one ffmpeg each; small enough that every worker gets several.
+    # Batches of clips, a worker task each (one ffmpeg per clip); small enough that every worker gets several.
     per_batch = max(1, min(24, math.ceil(len(todo) / (4 * workers))))
     batches = [todo[i:i + per_batch] for i in range(0, len(todo), per_batch)]
     with _progress_bar(len(plan), len(plan) - len(todo), progress) as bar:

@@ -233,7 +233,7 @@ def write_violation_set(out_dir: str | os.PathLike, pairs_per_violation: int = 4
     todo = plan(pairs_per_violation, violations)
     quadruplets = {"vanish", "appear"} <= set(violations)
     with tqdm(total=len(todo), desc="violation pairs", unit="pair", disable=not progress, ascii=True) as bar:
-        for k in range(0, len(todo), 8):  # one ffmpeg per 8 pairs
+        for k in range(0, len(todo), 8):  # 8 pairs at a time (one ffmpeg per clip)
             jobs, finals = [], []
             for violation, i in todo[k:k + 8]:
                 possible, impossible, event = violation_pair(violation, seed, i, size, frames)
