@@ -28,6 +28,7 @@ import sys
 import tarfile
 import threading
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -368,3 +369,75 @@ def test_remote_shards_through_curl_get_the_stall_bound_and_failures_are_counted
     assert "stalled" in errors[0][1] and "exited with status 22" in errors[1][1], errors
     # half a shard: the samples curl passed on before the stall (it buffers its output), then the good one
     assert keys[0] == "s0" and keys[-4:] == ["s0", "s1", "s2", "s3"] and len(keys) < 8, keys
+
+
+def test_gs_ais_and_hf_shards_run_webdatasets_program_under_the_stall_bound(tmp_path, monkeypatch):
+    """gs:, ais: and hf: shards are read by the program webdataset's gopen runs for them (gsutil, ais,
+    curl; fakes here that log their arguments), with no shell and under the stall bound; USE_AIS_FOR
+    (gopen's scheme table) and GOPEN_REWRITE keep their meaning; the hub token reaches curl on stdin,
+    never in its arguments; a missing program is named."""
+    import huggingface_hub
+    from webdataset.gopen import gopen_ais, gopen_schemes
+
+    from vjepa_pipeline.shards import format as fmt
+    from vjepa_pipeline.shards import pipe_url
+
+    monkeypatch.setattr(pipe_url, "PIPE_STALL_SECONDS", 1.0)
+    shard = tmp_path / "a.tar"
+    write_shard(shard, [(f"s{i}", b"v" * 40_000) for i in range(4)])
+    half = shard.stat().st_size // 2
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    serve = (f'echo "$(basename "$0") $*" >> {log}\n'
+             f'case "$*" in *stall.tar*) head -c {half} {shard}; exec sleep 60.0456;; esac\n')
+    for tool in ("gsutil", "ais"):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{serve}cat {shard}\n")
+    (bin_dir / "curl").write_text(f"#!/bin/sh\n{serve}cat > {tmp_path / 'curl.stdin'}\ncat {shard}\n")
+    for tool in ("gsutil", "ais", "curl"):
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    def read(urls):
+        errors: list[tuple[str, str]] = []
+        keys = [g["key"] for g in fmt.iter_url_groups(urls, lambda url, exc: errors.append((url, str(exc))))
+                if "truncated" not in g]
+        return keys, errors
+
+    whole = ["s0", "s1", "s2", "s3"]
+    t0 = time.monotonic()
+    keys, errors = read(["gs://bucket/stall.tar", "gs://bucket/good.tar", "ais://bucket/good.tar"])
+    assert time.monotonic() - t0 < 1.0 + SECONDS_TO_ERROR
+    assert [u for u, _ in errors] == ["gs://bucket/stall.tar"] and "stalled" in errors[0][1], errors
+    assert keys[-8:] == whole + whole and len(keys) < 12, keys  # the stalled half, then two whole shards
+    calls = log.read_text().splitlines()
+    assert calls == ["gsutil cat gs://bucket/stall.tar", "gsutil cat gs://bucket/good.tar",
+                     "ais get ais://bucket/good.tar -"], calls
+
+    log.unlink()
+    monkeypatch.setitem(gopen_schemes, "gs", gopen_ais)  # what USE_AIS_FOR=gs does to gopen's table
+    monkeypatch.setenv("GOPEN_REWRITE", "mirror://=gs://bucket/")
+    assert read(["mirror://good.tar"]) == (whole, [])
+    assert log.read_text().splitlines() == ["ais get gs://bucket/good.tar -"]
+
+    log.unlink()
+    secret = "hf_Secret123"
+
+    class Hub:  # the hub's path resolution without the network
+        def resolve_path(self, url):
+            return types.SimpleNamespace(repo_type="dataset", repo_id="org/shards", revision="main",
+                                         path_in_repo="good.tar")
+
+    monkeypatch.setattr(huggingface_hub, "HfFileSystem", Hub)
+    monkeypatch.setattr(huggingface_hub, "get_token", lambda: secret)
+    assert read(["hf://datasets/org/shards/good.tar"]) == (whole, [])
+    [call] = log.read_text().splitlines()
+    assert secret not in call and call.endswith("-K - https://huggingface.co/datasets/org/shards/resolve/main/good.tar")
+    assert (tmp_path / "curl.stdin").read_text() == f'header = "Authorization: Bearer {secret}"\n'
+
+    deadline = time.monotonic() + 5  # the stalled fake is gone with its session
+    while subprocess.run(["pgrep", "-f", "sleep 60[.]0456"], capture_output=True).stdout and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert subprocess.run(["pgrep", "-f", "sleep 60[.]0456"], capture_output=True).stdout == b""
+    monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
+    keys, errors = read(["gs://bucket/good.tar"])
+    assert keys == [] and errors == [("gs://bucket/good.tar", "ais is not installed (needed to read gs://bucket/good.tar)")]

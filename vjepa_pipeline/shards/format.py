@@ -13,7 +13,7 @@ actions / states / extrinsics, read with ``allow_pickle=False``; see :mod:`.traj
   and validator of ``index.json``;
 - the one tar reader, :func:`iter_groups`, and its two faces: :func:`iter_shard` (one local shard,
   parsed) and :func:`iter_url_groups` (a stream of shard URLs: local paths, ``pipe:`` commands,
-  remote URLs through webdataset's ``gopen``);
+  remote URLs read by the program webdataset's ``gopen`` runs for them, under a stall bound);
 - :func:`read_file_list`: the other dataset on disk, a plain list of video files (a manifest).
 
 What the tar reader guarantees, whoever calls it:
@@ -37,7 +37,7 @@ What the tar reader guarantees, whoever calls it:
 webdataset's own grouping (``tar_file_iterator`` + ``group_by_keys``) is not used: it drops
 non-file members silently, raises on a repeated member, keeps directory prefixes in keys and
 lowercases suffixes, and cannot tell where a tar broke; ``vjepa shards inspect`` must report each
-of those. Its ``gopen`` opens URLs for us.
+of those. Its ``gopen`` scheme table says which program reads a remote URL.
 """
 
 from __future__ import annotations
@@ -244,21 +244,23 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
 
 def _open_url(url: str):
     """A binary stream of a shard URL: a local path is opened directly; ``pipe:<command>`` and the
-    remote schemes webdataset reads with curl (http(s), sftp, ftps, scp) as a bounded
-    :class:`~.pipe_url.PipeCommand`; ``file:``, ``gs:`` and the rest through webdataset's gopen."""
+    remote schemes webdataset reads with a program (curl for http(s) / sftp / ftps / scp / hf,
+    gsutil, ais) as a bounded :class:`~.pipe_url.PipeCommand`, after webdataset's ``GOPEN_REWRITE``;
+    ``file:`` and schemes with a handler of the user's own through webdataset's gopen."""
     if not urlparse(url).scheme:
         return open(url, "rb")
-    if url.startswith("pipe:"):
-        from .pipe_url import PipeCommand
+    from webdataset.gopen import gopen, rewrite_url
 
-        return PipeCommand(url[len("pipe:"):])
-    from .pipe_url import CURL_OK_STATUS, CURL_SCHEMES, PipeCommand, curl_command
+    from .pipe_url import PipeCommand, remote_command
 
-    if urlparse(url).scheme in CURL_SCHEMES:  # curl, as webdataset runs it, with the stall bound
-        return PipeCommand(curl_command(url), ok_status=CURL_OK_STATUS)
-    from webdataset.gopen import gopen
-
-    return gopen(url, "rb")
+    rewritten = rewrite_url(url)
+    if rewritten.startswith("pipe:"):
+        return PipeCommand(rewritten[len("pipe:"):])
+    remote = remote_command(rewritten)
+    if remote is not None:  # the program gopen would run, with the stall bound, no shell
+        command, ok_status, stdin = remote
+        return PipeCommand(command, ok_status=ok_status, stdin=stdin, target=rewritten)
+    return gopen(url, "rb")  # rewrites the URL itself
 
 
 def iter_url_groups(urls: Iterable[str], on_error: Callable[[str, Exception], None],

@@ -1,5 +1,8 @@
-"""``pipe:<command>`` and curl-read remote shard URLs: the command's stdout, read with bounds (plain
-Python; webdataset's gopen wrapper hides the descriptor and the session these bounds need).
+"""``pipe:<command>`` and remote shard URLs (http(s), sftp, ftps, scp, gs, ais, hf): the command's stdout,
+read with bounds (plain Python; webdataset's gopen wrapper hides the descriptor and the session these
+bounds need). Remote URLs run the program webdataset's gopen would run for them (curl, gsutil, ais),
+with its arguments, found through webdataset's own scheme table, so ``USE_AIS_FOR`` and
+``GOPEN_REWRITE`` keep their meaning (:func:`remote_command`).
 
 A command that writes nothing for :data:`PIPE_STALL_SECONDS` is stalled (a hung mount or network
 copy): it is stopped and the read fails, so its shard is counted unreadable instead of holding its
@@ -45,18 +48,26 @@ class PipeCommand:
     ``seekable``, ``finish``, ``close``: what the tar reader and :func:`~.format.iter_url_groups` use)."""
 
     def __init__(self, command: str | list[str], stall_seconds: float | None = None,
-                 ok_status: tuple[int, ...] = (0, _SIGPIPE_EXIT)):
+                 ok_status: tuple[int, ...] = (0, _SIGPIPE_EXIT), stdin: bytes | None = None,
+                 target: str | None = None):
         """``command``: a shell command line (a ``pipe:`` URL's, refused under ``WDS_SECURE``) or an
-        argument list run without a shell (:func:`curl_command`); ``ok_status``: exit statuses that
-        are not failures."""
+        argument list run without a shell (:func:`remote_command`); ``ok_status``: exit statuses that
+        are not failures; ``stdin``: bytes the command reads (a secret kept out of its arguments),
+        else it reads nothing; ``target``: what it reads, for the message when it is not installed."""
         shell = isinstance(command, str)
         if shell and refused():
             raise ValueError("pipe: URLs are refused while WDS_SECURE is set")
         try:
             self._proc = subprocess.Popen(command, shell=shell, stdout=subprocess.PIPE,
-                                          stdin=subprocess.DEVNULL, start_new_session=True)
+                                          stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                          start_new_session=True)
         except FileNotFoundError:
-            raise OSError(f"{command[0]} is not installed (needed to read {command[-1]})") from None
+            raise OSError(f"{command[0]} is not installed (needed to read {target or command[-1]})") from None
+        if stdin is not None:  # a few hundred bytes: fits the pipe's buffer, never blocks
+            with suppress(BrokenPipeError):
+                self._proc.stdin.write(stdin)
+            with suppress(BrokenPipeError):
+                self._proc.stdin.close()
         self._ok = ok_status
         self._fd = self._proc.stdout.fileno()
         self._poll = select.poll()  # not select.select: descriptors above 1024 must work too
@@ -141,16 +152,56 @@ class PipeCommand:
         self._proc.stdout.close()
 
 
-# Remote schemes webdataset reads with curl: the same curl, run by PipeCommand for the stall bound.
-CURL_SCHEMES = ("http", "https", "sftp", "ftps", "scp")
-CURL_OK_STATUS = (0, _SIGPIPE_EXIT, 23)  # 23: curl's write error when the reader stopped early
+# The exit statuses that are not failures: the reader went away (SIGPIPE in a shell, curl's write
+# error 23), as webdataset's gopen ignores them.
+CURL_OK_STATUS = TOOL_OK_STATUS = (0, _SIGPIPE_EXIT, 23)
 
 
-def curl_command(url: str) -> list[str]:
+def curl_command(url: str, *extra: str) -> list[str]:
     """webdataset's curl invocation for a remote shard (connect timeout, retries, fail on HTTP errors,
     follow redirects), as an argument list: the URL never reaches a shell."""
-    return ["curl", "--connect-timeout", "30", "--retry", "30", "--retry-delay", "2", "-f", "-s", "-L", url]
+    return ["curl", "--connect-timeout", "30", "--retry", "30", "--retry-delay", "2", "-f", "-s", "-L", *extra, url]
 
 
-__all__ = ["CURL_OK_STATUS", "CURL_SCHEMES", "FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand",
-           "curl_command", "refused"]
+def _hf_command(url: str) -> tuple[list[str], bytes | None]:
+    """An ``hf://`` file as webdataset reads it (the hub's download URL, through curl), except that the
+    access token goes to curl on stdin (``-K -``), not in its arguments, where every user of the
+    machine could read it (``ps``)."""
+    try:
+        from huggingface_hub import HfFileSystem, get_token, hf_hub_url
+    except ImportError:
+        raise OSError(f"reading {url} needs the huggingface_hub package (pip install huggingface_hub)") from None
+    where = HfFileSystem().resolve_path(url)
+    http_url = hf_hub_url(repo_id=where.repo_id, filename=where.path_in_repo, repo_type=where.repo_type,
+                          revision=where.revision)
+    token = get_token()
+    if not token:
+        return curl_command(http_url), None
+    quoted = token.replace("\\", "\\\\").replace('"', '\\"')
+    return curl_command(http_url, "-K", "-"), f'header = "Authorization: Bearer {quoted}"\n'.encode()
+
+
+def remote_command(url: str) -> tuple[list[str], tuple[int, ...], bytes | None] | None:
+    """(arguments, exit statuses that are not failures, stdin) of the program webdataset's gopen runs to
+    read ``url`` (already through ``GOPEN_REWRITE``), looked up in gopen's scheme table (``USE_AIS_FOR``
+    points schemes at ais there); None when gopen would not run a known program (``file:``, a scheme
+    with a handler of the user's own, one without a handler): gopen reads those itself."""
+    from urllib.parse import urlparse
+
+    from webdataset.gopen import gopen_ais, gopen_curl, gopen_gsutil, gopen_hf, gopen_schemes
+
+    handler = gopen_schemes.get(urlparse(url).scheme)
+    if handler is gopen_curl:
+        return curl_command(url), CURL_OK_STATUS, None
+    if handler is gopen_gsutil:
+        return ["gsutil", "cat", url], TOOL_OK_STATUS, None
+    if handler is gopen_ais:
+        return ["ais", "get", url, "-"], TOOL_OK_STATUS, None
+    if handler is gopen_hf:
+        command, stdin = _hf_command(url)
+        return command, CURL_OK_STATUS, stdin
+    return None
+
+
+__all__ = ["CURL_OK_STATUS", "FINISH_SECONDS", "PIPE_STALL_SECONDS", "PipeCommand", "TOOL_OK_STATUS",
+           "curl_command", "refused", "remote_command"]
