@@ -138,6 +138,34 @@ class VideoDecoder:
         return f"{type(self).__name__}()"
 
 
+class _RandomAccessDecoder(VideoDecoder):
+    """A backend that opens a video from bytes, counts its frames and fetches a sorted list of frame
+    indices in one call (decord, torchcodec): the checks, clamping and reordering around those three
+    steps are the same for both. Subclasses give ``_open(data)``, ``_count(handle)`` and
+    ``_fetch(handle, indices) -> uint8 (N, H, W, 3)`` (raising DecodeError for a backend failure)."""
+
+    def count_frames(self, data: bytes) -> int:
+        handle = self._open(_check_data(data, self.name))
+        try:
+            return self._count(handle)
+        finally:
+            del handle
+
+    def decode(self, data: bytes, indices: Sequence[int], num_frames: int | None = None) -> np.ndarray:
+        idx = _check_indices(indices)
+        data = _check_data(data, self.name)
+        if num_frames is not None and int(num_frames) < 1:
+            raise DecodeError(NO_FRAMES, f"num_frames={num_frames}", self.name)
+        handle = self._open(data)
+        try:
+            clamped = _clamp(idx, self._count(handle), num_frames, self.name)
+            uniq, inverse = np.unique(clamped, return_inverse=True)
+            frames = self._fetch(handle, uniq.tolist())
+        finally:
+            del handle
+        return _arrange(frames, uniq, inverse, clamped, self.name)
+
+
 # --------------------------------------------------------------------------------------- decord
 
 
@@ -194,7 +222,7 @@ def _decord_reason(exc: BaseException) -> str:
     return DECODER_ERROR
 
 
-class DecordDecoder(VideoDecoder):
+class DecordDecoder(_RandomAccessDecoder):
     name = "decord"
 
     def __init__(self):
@@ -209,7 +237,7 @@ class DecordDecoder(VideoDecoder):
         except Exception as exc:  # decord raises DECORDError (an Exception), RuntimeError, AssertionError
             raise DecodeError(_decord_reason(exc), _short(exc), self.name) from None
 
-    def _true_count(self, vr) -> int:
+    def _count(self, vr) -> int:
         """Frames decord can address: the smaller of its header-based length and its packet table.
         Rejects files with edit-list pre-roll (negative timestamps), which decord mis-indexes."""
         n = len(vr)
@@ -229,34 +257,15 @@ class DecordDecoder(VideoDecoder):
             raise DecodeError(NO_FRAMES, "no frames", self.name)
         return n
 
-    def count_frames(self, data: bytes) -> int:
-        data = _check_data(data, self.name)
-        vr = self._open(data)
+    def _fetch(self, vr, indices: list[int]) -> np.ndarray:
         try:
-            return self._true_count(vr)
-        finally:
-            del vr
-
-    def decode(self, data: bytes, indices: Sequence[int], num_frames: int | None = None) -> np.ndarray:
-        idx = _check_indices(indices)
-        data = _check_data(data, self.name)
-        if num_frames is not None and int(num_frames) < 1:
-            raise DecodeError(NO_FRAMES, f"num_frames={num_frames}", self.name)
-        vr = self._open(data)
-        try:
-            clamped = _clamp(idx, self._true_count(vr), num_frames, self.name)
-            uniq, inverse = np.unique(clamped, return_inverse=True)
-            try:
-                with _NativeBridge(self._decord):
-                    batch = vr.get_batch(uniq.tolist())
-                frames = _to_numpy(batch)
-            except MemoryError:
-                raise
-            except Exception as exc:  # DECORDError, IndexError, ...
-                raise DecodeError(DECODER_ERROR, _short(exc), self.name) from None
-        finally:
-            del vr
-        return _arrange(frames, uniq, inverse, clamped, self.name)
+            with _NativeBridge(self._decord):
+                batch = vr.get_batch(indices)
+            return _to_numpy(batch)
+        except MemoryError:
+            raise
+        except Exception as exc:  # DECORDError, IndexError, ...
+            raise DecodeError(DECODER_ERROR, _short(exc), self.name) from None
 
 
 def _arrange(frames: np.ndarray, uniq: np.ndarray, inverse: np.ndarray, clamped: np.ndarray,
@@ -293,7 +302,7 @@ def _torchcodec_reason(exc: BaseException) -> str:
     return DECODER_ERROR
 
 
-class TorchCodecDecoder(VideoDecoder):
+class TorchCodecDecoder(_RandomAccessDecoder):
     """torchcodec in exact seek mode, one FFmpeg thread.
 
     torchcodec copies each decoded frame into the batch with a torch op that uses torch's intra-op
@@ -325,34 +334,14 @@ class TorchCodecDecoder(VideoDecoder):
             raise DecodeError(NO_FRAMES, "no frames", self.name)
         return int(n)
 
-    def count_frames(self, data: bytes) -> int:
-        data = _check_data(data, self.name)
-        dec = self._open(data)
+    def _fetch(self, dec, indices: list[int]) -> np.ndarray:
         try:
-            return self._count(dec)
-        finally:
-            del dec
-
-    def decode(self, data: bytes, indices: Sequence[int], num_frames: int | None = None) -> np.ndarray:
-        idx = _check_indices(indices)
-        data = _check_data(data, self.name)
-        if num_frames is not None and int(num_frames) < 1:
-            raise DecodeError(NO_FRAMES, f"num_frames={num_frames}", self.name)
-        dec = self._open(data)
-        try:
-            clamped = _clamp(idx, self._count(dec), num_frames, self.name)
-            uniq, inverse = np.unique(clamped, return_inverse=True)
-            try:
-                batch = dec.get_frames_at(uniq.tolist())
-            except MemoryError:
-                raise
-            except Exception as exc:
-                raise DecodeError(_torchcodec_reason(exc), _short(exc), self.name) from None
-            frames = batch.data.numpy()
-            del batch
-        finally:
-            del dec
-        return _arrange(frames, uniq, inverse, clamped, self.name)
+            batch = dec.get_frames_at(indices)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise DecodeError(_torchcodec_reason(exc), _short(exc), self.name) from None
+        return batch.data.numpy()
 
 
 # ----------------------------------------------------------------------------------------- PyAV
