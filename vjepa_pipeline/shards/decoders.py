@@ -28,6 +28,7 @@ pre-roll packets excluded), the same definition as the packet count stored in sh
 from __future__ import annotations
 
 import io
+import traceback
 from collections.abc import Sequence
 
 import numpy as np
@@ -138,6 +139,14 @@ class VideoDecoder:
         return f"{type(self).__name__}()"
 
 
+def _release(exc: DecodeError) -> None:
+    """Let go of the frames a DecodeError's traceback holds: the backend's frames (and ours) keep the
+    decoder, with its copy of the video, alive for as long as the error is kept (a sample's failure
+    record, a log)."""
+    exc.__context__ = None
+    traceback.clear_frames(exc.__traceback__)
+
+
 class _RandomAccessDecoder(VideoDecoder):
     """A backend that opens a video from bytes, counts its frames and fetches a sorted list of frame
     indices in one call (decord, torchcodec): the checks, clamping and reordering around those three
@@ -148,6 +157,9 @@ class _RandomAccessDecoder(VideoDecoder):
         handle = self._open(_check_data(data, self.name))
         try:
             return self._count(handle)
+        except DecodeError as exc:
+            _release(exc)
+            raise
         finally:
             del handle
 
@@ -161,6 +173,9 @@ class _RandomAccessDecoder(VideoDecoder):
             clamped = _clamp(idx, self._count(handle), num_frames, self.name)
             uniq, inverse = np.unique(clamped, return_inverse=True)
             frames = self._fetch(handle, uniq.tolist())
+        except DecodeError as exc:
+            _release(exc)
+            raise
         finally:
             del handle
         return _arrange(frames, uniq, inverse, clamped, self.name)

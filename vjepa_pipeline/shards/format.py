@@ -243,17 +243,16 @@ def iter_shard(path: str | os.PathLike) -> Iterator[dict]:
 
 
 def _open_url(url: str):
-    """A binary stream of a shard URL: a local path is opened directly; ``pipe:<command>`` and the
-    remote schemes webdataset reads with a program (curl for http(s) / sftp / ftps / scp / hf,
-    gsutil, ais) as a bounded :class:`~.pipe_url.PipeCommand`, after webdataset's ``GOPEN_REWRITE``;
-    ``file:`` and schemes with a handler of the user's own through webdataset's gopen."""
-    if not urlparse(url).scheme:
-        return open(url, "rb")
+    """A binary stream of a shard URL, after webdataset's ``GOPEN_REWRITE``: a local path is opened
+    directly; ``pipe:<command>`` and the remote schemes webdataset reads with a program (curl for http(s) / sftp / ftps / scp / hf,
+    gsutil, ais) as a bounded :class:`~.pipe_url.PipeCommand`; ``file:`` and schemes with a handler of the user's own through webdataset's gopen."""
     from webdataset.gopen import gopen, rewrite_url
 
     from .pipe_url import PipeCommand, remote_command
 
-    rewritten = rewrite_url(url)
+    rewritten = rewrite_url(url)  # the URL itself unless GOPEN_REWRITE is set
+    if not urlparse(rewritten).scheme:
+        return open(rewritten, "rb")
     if rewritten.startswith("pipe:"):
         return PipeCommand(rewritten[len("pipe:"):])
     remote = remote_command(rewritten)
