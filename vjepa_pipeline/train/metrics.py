@@ -203,7 +203,7 @@ class MetricsCallback(pl.Callback):
         self.wandb: WandbRun | None = None
         self.low_rankme_streak = 0
         self.alarm_fired = False
-        self._mix: dict[str, int] = {}  # videos per mixture source since the start (rank 0's)
+        self._mix: dict[str, int] = {}  # videos per mixture source since the start (all ranks)
         self._last_step: int | None = None
         self._t_start = time.time()
         self._reset_window()
@@ -350,8 +350,8 @@ class MetricsCallback(pl.Callback):
         if failures or "attempts" in loader:
             out["loader_failures"] = sum(failures.values())
         out.update({f"loader_fail/{k}": v for k, v in failures.items()})
-        # The realised mixture (data.sources): this rank's videos per source since the process started
-        # (counted every step in _accumulate, logged or not).
+        # The realised mixture (data.sources): every rank's videos per source since the process started
+        # (summed across ranks by the module, counted every step in _accumulate, logged or not).
         total = sum(self._mix.values())
         if total:
             out.update({f"mix/{k}": n / total for k, n in self._mix.items()})

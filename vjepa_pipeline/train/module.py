@@ -163,9 +163,15 @@ class ObjectiveModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         """Runs after backward, before clipping and the step: agree across ranks on non-finite
         losses, apply the NaN policy, and measure the (pre-clip) gradient norm."""
-        bad = torch.tensor(float(self._acc.bad), device=self.device)
+        # One all-reduce: [non-finite loss on any rank, videos per mixture source summed over ranks].
+        names = [src.label(i) for i, src in enumerate(self.cfg.data.sources)]
+        local = ((self._acc.loader or {}).get("sources") or {}) if names else {}
+        agreed = torch.tensor([float(self._acc.bad), *(float(local.get(n, 0)) for n in names)], device=self.device)
         if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+            dist.all_reduce(agreed, op=dist.ReduceOp.SUM)
+        bad = agreed[0]
+        if local:  # the realised mixture (mix/<name>) counts every rank's videos, not the logging rank's
+            self._acc.loader["sources"] = {n: int(c) for n, c in zip(names, agreed[1:].tolist()) if c}
         params = [p for p in self.parameters() if p.grad is not None]
         if bad.item() > 0:
             self._nan_skips += 1
