@@ -229,12 +229,20 @@ def cfg_for(tmp_path, *overrides):
     (["optim.ema_schedule=none"], "optim.ema_schedule: none (target = the online encoder) collapses"),
     (["optim.ema_schedule=none", "objective.vicreg_covariance_weight=1"], "collapses without a regulariser"),
     (["objective.vicreg_variance_weight=1", "data.batch_size=1"], "data.batch_size must be >= 2"),
+    (["objective.regularize_unit=patch"], "objective.regularize_unit: must be one of"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, overrides, message):
     with pytest.raises(ConfigError) as err:
         cfg_for(tmp_path, *overrides)
     lines = [line for line in str(err.value).splitlines() if message in line]
     assert len(lines) == 1, str(err.value)
+
+
+def test_per_token_regularisation_is_for_the_vjepa_objective_and_needs_no_second_clip(tmp_path):
+    with pytest.raises(ConfigError, match="objective.regularize_unit: token applies to the V-JEPA objective"):
+        load_config(ROOT / "configs/world_model/moving_square_cpu.yaml", ["objective.regularize_unit=token"])
+    # tokens of one clip are many samples: a batch of one is fine per token, refused per clip
+    cfg_for(tmp_path, "objective.vicreg_variance_weight=1", "data.batch_size=1", "objective.regularize_unit=token")
 
 
 def test_published_recipes_keep_the_regularisers_off():
@@ -255,6 +263,7 @@ def metrics(run: Path) -> list[dict]:
     (["objective.vicreg_variance_weight=1.0", "objective.vicreg_covariance_weight=0.04", "objective.regularize=both"],
      {"loss_vicreg_var", "loss_vicreg_cov"}),
     (["objective.sigreg_weight=0.05", "objective.regularize=predictor", "optim.ema_schedule=none"], {"loss_sigreg"}),
+    (["objective.vicreg_variance_weight=1.0", "objective.regularize_unit=token"], {"loss_vicreg_var"}),
 ])
 def test_five_training_steps_log_each_term(tmp_path, overrides, logged):
     pretrain(cfg_for(tmp_path, *overrides), progress=False)
@@ -297,3 +306,28 @@ def test_without_regularisers_the_step_is_unchanged(tmp_path):
     plain = objective.model(clips, masks)
     assert [z.shape[1] for z in plain.contexts] == [c.shape[1] for c, _ in masks]
     assert all(z.requires_grad for z in plain.contexts)
+
+
+@pytest.mark.parametrize("unit", ["clip", "token"])
+def test_the_regularised_samples_are_clips_or_tokens(tmp_path, unit):
+    """regularize_unit: clip regularises one mean-pooled embedding per clip and view, token every token
+    of every clip (batch x tokens rows): the logged terms equal regularization() on exactly those rows."""
+    from vjepa_pipeline.data.synthetic import SyntheticClips, synthetic_batch
+    from vjepa_pipeline.models.inputs import normalize_clips
+    from vjepa_pipeline.objectives import build_objective
+    from vjepa_pipeline.objectives.vjepa import SIGREG_STREAM
+    from vjepa_pipeline.utils.seeds import mix_seed
+
+    cfg = cfg_for(tmp_path, "objective.sigreg_weight=0.05", "objective.vicreg_variance_weight=1.0",
+                  "objective.vicreg_covariance_weight=0.04", f"objective.regularize_unit={unit}")
+    objective = build_objective(cfg)
+    batch = synthetic_batch(SyntheticClips(8, 32, seed=0), 0, 4)
+    with torch.no_grad():
+        terms = objective.step(batch).terms
+        plain = objective.model(normalize_clips(batch.clips), objective.masks.sample(4, batch.stream.step))
+    views = [z.flatten(0, 1) if unit == "token" else z.mean(dim=1) for z in plain.contexts]
+    assert views[0].shape[0] == (4 * plain.contexts[0].shape[1] if unit == "token" else 4)
+    _, expected = regularization(views, objective.regularizers,
+                                 seed=mix_seed(cfg.train.seed, SIGREG_STREAM, batch.stream.step))
+    for key in ("loss_sigreg", "loss_vicreg_var", "loss_vicreg_cov"):
+        assert terms[key] == pytest.approx(expected[key], rel=1e-5), key

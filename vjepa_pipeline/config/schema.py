@@ -38,6 +38,7 @@ ActionRule = Literal["sum", "mean", "first", "pose_delta"]
 MaskTokenRule = Literal["per_generator", "shared"]
 ScheduleAlignment = Literal["pipeline", "official"]
 RegularizedOutputs = Literal["context", "predictor", "both"]
+RegularizedUnit = Literal["clip", "token"]
 
 
 @dataclass
@@ -315,12 +316,15 @@ class ObjectiveConfig:
 
     kind: ObjectiveKind = "vjepa"  # vjepa = masked latent prediction against an EMA target (V-JEPA 1 / 2)
     # Collapse prevention (V-JEPA objective; off in every published recipe; docs/collapse_prevention.md).
-    # Each term adds weight x value on clip embeddings (tokens mean-pooled per clip) of the outputs below.
+    # Each term adds weight x value on the outputs below, per clip or per token (regularize_unit).
     sigreg_weight: float = 0.0  # SIGReg (LeJEPA): push clip embeddings towards an isotropic Gaussian
     sigreg_slices: int = 256  # random unit directions per step for SIGReg
     vicreg_variance_weight: float = 0.0  # VICReg variance: hinge on each dimension's std across the batch (gamma 1)
     vicreg_covariance_weight: float = 0.0  # VICReg covariance: squared off-diagonal covariances / dim
     regularize: RegularizedOutputs = "context"  # which outputs: context (encoder), predictor, or both
+    # What one sample of the regularisers is: clip = one embedding per clip (the tokens mean-pooled),
+    # token = every token of every clip (VICRegL-style; statistics over batch x tokens)
+    regularize_unit: RegularizedUnit = "clip"
 
 
 @dataclass

@@ -328,9 +328,12 @@ def _check_regularizers(c: _Checker, cfg: Config) -> None:
         c.add(f"objective.{on[0]}: the collapse regularisers apply to the V-JEPA objective and to world models "
               f"that train their encoder (world_model.train_encoder=true), not to objective.kind={ob.kind!r} "
               "with a frozen encoder; set it to 0")
-    elif on and cfg.data.batch_size < 2:
+    elif on and cfg.data.batch_size < 2 and (ob.kind != "vjepa" or ob.regularize_unit == "clip"):
         c.add(f"objective.{on[0]}: the regularisers compare the clips of a batch; data.batch_size must be >= 2, "
               f"got {cfg.data.batch_size}")
+    if ob.regularize_unit != "clip" and ob.kind != "vjepa":
+        c.add(f"objective.regularize_unit: {ob.regularize_unit} applies to the V-JEPA objective; "
+              f"objective.kind={ob.kind!r} regularises every frame's flattened latents: leave it at clip")
     # The covariance term alone is satisfied by constant embeddings: it does not prevent collapse.
     if o.ema_schedule == "none" and not (ob.sigreg_weight > 0 or ob.vicreg_variance_weight > 0):
         c.add("optim.ema_schedule: none (target = the online encoder) collapses without a regulariser: every "

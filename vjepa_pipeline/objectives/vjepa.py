@@ -10,8 +10,8 @@ The target encoder is a *frozen network* of the objective: trainers keep it out 
 (an fp32 target stops moving when DeepSpeed casts it to bf16) and store it as ``target_encoder``.
 
 Collapse prevention (``objective.sigreg_weight`` / ``vicreg_*_weight``, objectives/regularizers.py)
-adds weighted terms on clip embeddings of the context encoder's and / or the predictor's outputs
-(``objective.regularize``), logged as ``loss_sigreg`` / ``loss_vicreg_var`` / ``loss_vicreg_cov``
+adds weighted terms on clip embeddings (or every token, ``objective.regularize_unit``) of the
+context encoder's and / or the predictor's outputs (``objective.regularize``), logged as ``loss_sigreg`` / ``loss_vicreg_var`` / ``loss_vicreg_cov``
 next to ``loss_pred`` (the prediction loss alone). With ``optim.ema_schedule: none`` (LeJEPA) the
 target is the online encoder behind a stop-gradient: the target network is kept as an exact copy
 of the encoder after every optimizer step, so checkpoints and exports keep their three parts.
@@ -90,13 +90,15 @@ class VJEPAObjective(Objective):
         loss = out.loss
         terms = {f"loss_mask_{i}": float(x.detach()) for i, x in enumerate(out.per_mask_loss)}
         if self.regularizers.active:
-            # One embedding per clip (tokens mean-pooled), per mask generator: LeJEPA regularises one
-            # embedding per view, and per-clip spread is what the probe and the pooled RankMe read.
-            # Per-token statistics would also be met by tokens that differ only by position, the
-            # fixed positional pattern seen in partially collapsed demo runs.
-            views = [z.mean(dim=1) for z in contexts]
+            # Default: one embedding per clip (tokens mean-pooled), per mask generator. LeJEPA regularises
+            # one embedding per view, and per-clip spread is what the probe and the pooled RankMe read;
+            # per-token statistics (regularize_unit: token) can also be met by tokens that differ only
+            # by position, the fixed positional pattern seen in partially collapsed demo runs.
+            views = list(contexts)
             if where in ("predictor", "both"):
-                views += [p.mean(dim=1) for p in out.predictions]
+                views += list(out.predictions)
+            per_token = self.cfg.objective.regularize_unit == "token"
+            views = [z.flatten(0, 1) if per_token else z.mean(dim=1) for z in views]
             extra, reg_terms = regularization(views, self.regularizers,
                                               seed=mix_seed(self.cfg.train.seed, SIGREG_STREAM, batch.stream.step))
             loss = out.loss + extra
