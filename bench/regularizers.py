@@ -12,6 +12,9 @@ and the median training step time; random init is probed as the floor.
         [--vicreg-variance-weight 1.0] [--vicreg-covariance-weight 0.04] [--regularize context] \
         [--out runs/bench_regularizers] [--fresh] [--quick] [key=value ...]  # overrides of demo.yaml
 
+Overrides reach every variant, e.g. ``objective.regularize_unit=token`` regularises every token
+instead of one pooled embedding per clip.
+
 ``--quick`` is a smoke run (small dataset, 20 steps, seed 0, 5 probe epochs): it proves the
 script works end to end, its numbers mean nothing. Finished runs and probes in ``--out`` are
 reused (``--fresh`` starts over). Prints readable lines, then one JSON object as the last line
