@@ -308,8 +308,8 @@ def test_without_regularisers_the_step_is_unchanged(tmp_path):
     assert all(z.requires_grad for z in plain.contexts)
 
 
-@pytest.mark.parametrize("unit", ["clip", "token"])
-def test_the_regularised_samples_are_clips_or_tokens(tmp_path, unit):
+@pytest.mark.parametrize("unit, where", [("clip", "context"), ("token", "context"), ("token", "both")])
+def test_the_regularised_samples_are_clips_or_tokens(tmp_path, unit, where):
     """regularize_unit: clip regularises one mean-pooled embedding per clip and view, token every token
     of every clip (batch x tokens rows): the logged terms equal regularization() on exactly those rows."""
     from vjepa_pipeline.data.synthetic import SyntheticClips, synthetic_batch
@@ -319,13 +319,15 @@ def test_the_regularised_samples_are_clips_or_tokens(tmp_path, unit):
     from vjepa_pipeline.utils.seeds import mix_seed
 
     cfg = cfg_for(tmp_path, "objective.sigreg_weight=0.05", "objective.vicreg_variance_weight=1.0",
-                  "objective.vicreg_covariance_weight=0.04", f"objective.regularize_unit={unit}")
+                  "objective.vicreg_covariance_weight=0.04", f"objective.regularize_unit={unit}",
+                  f"objective.regularize={where}")
     objective = build_objective(cfg)
     batch = synthetic_batch(SyntheticClips(8, 32, seed=0), 0, 4)
     with torch.no_grad():
         terms = objective.step(batch).terms
         plain = objective.model(normalize_clips(batch.clips), objective.masks.sample(4, batch.stream.step))
-    views = [z.flatten(0, 1) if unit == "token" else z.mean(dim=1) for z in plain.contexts]
+    outputs = list(plain.contexts) + (list(plain.predictions) if where == "both" else [])
+    views = [z.flatten(0, 1) if unit == "token" else z.mean(dim=1) for z in outputs]
     assert views[0].shape[0] == (4 * plain.contexts[0].shape[1] if unit == "token" else 4)
     _, expected = regularization(views, objective.regularizers,
                                  seed=mix_seed(cfg.train.seed, SIGREG_STREAM, batch.stream.step))

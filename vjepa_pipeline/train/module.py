@@ -57,6 +57,9 @@ class StepAccumulator:
     grad_norm: float = float("nan")
     loader: dict | None = None
     collapse: dict | None = None
+    # Videos per mixture source summed over the ranks (recomputed from this rank's loader["sources"] by
+    # every all-reduce of the step, so a hook that runs per micro-batch does not count twice).
+    global_sources: dict | None = None
 
     def add(self, out, batch: ClipBatch, accumulate: int) -> None:
         loss = float(out.loss.detach())
@@ -83,8 +86,10 @@ def step_record(step: int, acc: StepAccumulator, group: dict, extra: dict[str, f
         "step": step, "loss": acc.loss, "loss_mask": [v for k, v in acc.terms.items() if k.startswith("loss_mask_")],
         "lr": group["lr"], "weight_decay": group["weight_decay"], **extra,
         "grad_norm": acc.grad_norm, "clips": acc.clips, "tokens": acc.tokens, "data_wait_s": acc.wait,
-        "step_time_s": now - (acc.t0 or now), "flops": acc.flops, "loader": acc.loader or {},
+        "step_time_s": now - (acc.t0 or now), "flops": acc.flops, "loader": dict(acc.loader or {}),
     }
+    if acc.global_sources is not None:  # the realised mixture of every rank, not this one's alone
+        record["loader"]["sources"] = acc.global_sources
     record.update({k: v for k, v in acc.terms.items() if not k.startswith("loss_mask_")})
     if acc.collapse is not None:
         record["collapse"] = acc.collapse
@@ -170,8 +175,8 @@ class ObjectiveModule(L.LightningModule):
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(agreed, op=dist.ReduceOp.SUM)
         bad = agreed[0]
-        if local:  # the realised mixture (mix/<name>) counts every rank's videos, not the logging rank's
-            self._acc.loader["sources"] = {n: int(c) for n, c in zip(names, agreed[1:].tolist()) if c}
+        if names:  # the realised mixture (mix/<name>) counts every rank's videos, not the logging rank's
+            self._acc.global_sources = {n: int(c) for n, c in zip(names, agreed[1:].tolist()) if c}
         params = [p for p in self.parameters() if p.grad is not None]
         if bad.item() > 0:
             self._nan_skips += 1
