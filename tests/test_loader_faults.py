@@ -444,3 +444,17 @@ def test_gs_ais_and_hf_shards_run_webdatasets_program_under_the_stall_bound(tmp_
     monkeypatch.setenv("PATH", str(tmp_path / "nothing"))
     keys, errors = read(["gs://bucket/good.tar"])
     assert keys == [] and errors == [("gs://bucket/good.tar", "ais is not installed (needed to read gs://bucket/good.tar)")]
+
+
+def test_remote_url_patterns_are_not_checked_as_local_files(tmp_path):
+    """data.path may be a remote pattern (gs:, http(s), ...): its shards are checked when read (a missing
+    one is counted unreadable), not refused up front as missing local files; local patterns still are."""
+    from vjepa_pipeline.data.sources import expand_urls
+    from vjepa_pipeline.errors import LoaderError
+
+    for pattern in ("gs://bucket/shard-{000000..000002}.tar", "https://host/shard-{000000..000002}.tar",
+                    "pipe:cat /data/shard-{000000..000002}.tar"):
+        urls, known = expand_urls(pattern)
+        assert len(urls) == 3 and known is None and urls[0].startswith(pattern.split("{")[0]), urls
+    with pytest.raises(LoaderError, match="3 of 3 shards do not exist"):
+        expand_urls(str(tmp_path / "shard-{000000..000002}.tar"))

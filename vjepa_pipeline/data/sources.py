@@ -13,6 +13,7 @@ import os
 import random
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlparse
 
 from ..errors import LoaderError
 from ..shards.format import (ShardFormatError, index_file, iter_url_groups, read_file_list, read_index,
@@ -40,7 +41,7 @@ def expand_urls(path: str | os.PathLike) -> tuple[list[str], int | None]:
         known = int(samples) if isinstance(samples, int) and not isinstance(samples, bool) and samples >= 0 else None
         return [str(p) for p in shard_paths(shard_dir, index)], known
     urls = list(braceexpand.braceexpand(text))
-    if not text.startswith("pipe:"):
+    if not urlparse(text).scheme:  # local files are checked here; pipe: and remote URLs when read
         missing = [u for u in urls if not Path(u).exists()]
         if missing:
             raise LoaderError(f"{len(missing)} of {len(urls)} shards do not exist, e.g. {missing[0]}")
