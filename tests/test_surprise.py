@@ -21,8 +21,9 @@ from vjepa_pipeline.eval.surprise_data import (Pair, VideoRef, frame_digests, in
                                                pairs_from_grasp, pairs_from_inflevel, pairs_from_intphys, read_pairs,
                                                SurpriseSuite)
 from vjepa_pipeline.eval.surprise_metrics import (absolute_accuracy, auroc, pair_metrics, quadruplet_accuracy,
-                                                  relative_accuracy)
-from vjepa_pipeline.eval.surprise_report import prepare_frames, primary_context, run_surprise, score_pairs
+                                                  quadruplet_margin, relative_accuracy)
+from vjepa_pipeline.eval.surprise_report import (RESULTS_VERSION, prepare_frames, primary_context, run_surprise,
+                                                 score_pairs)
 from vjepa_pipeline.models.vit import VisionTransformer
 
 
@@ -162,10 +163,18 @@ def test_quadruplet_accuracy_sums_the_two_pairs_of_a_scene():
              pair("appear", 2, 1, "q2"), pair("O1", 1, 0.5, "q3"), pair("O1", 0, 0.5, "q3"),
              pair("teleport", 0, 1), pair("shape", 0, 1, "lonely")]
     q = pair_metrics(pairs, "mean", 0)["quadruplets"]
-    assert q["overall"] == {"quadruplet_accuracy": pytest.approx(1.5 / 3), "quadruplets": 3}
-    assert q["per_type"]["appear+vanish"] == {"quadruplet_accuracy": 0.5, "quadruplets": 2}
-    assert q["per_type"]["O1"] == {"quadruplet_accuracy": 0.5, "quadruplets": 1}
+    # margins (impossible - possible) / possible: q1 1/6, q2 -2/4, q3 0
+    assert q["overall"] == {"quadruplet_accuracy": pytest.approx(1.5 / 3), "margin": pytest.approx(-1 / 9),
+                            "quadruplets": 3}
+    assert q["per_type"]["appear+vanish"] == {"quadruplet_accuracy": 0.5, "margin": pytest.approx(-1 / 6),
+                                              "quadruplets": 2}
+    assert q["per_type"]["O1"] == {"quadruplet_accuracy": 0.5, "margin": 0.0, "quadruplets": 1}
     assert quadruplet_accuracy([6, 4], [7, 2]) == 0.5
+    assert quadruplet_margin([100, 100], [101, 102]) == pytest.approx(0.015)  # small, and always there
+    with pytest.raises(ValueError, match="positive"):
+        quadruplet_margin([0, 1], [1, 1])
+    with pytest.raises(ValueError, match="equal"):
+        quadruplet_margin([1, 1], [1])
     assert pair_metrics(pairs[6:], "max", 0)["quadruplets"] is None
 
 
@@ -556,8 +565,11 @@ def test_demo_surprise_rebuilds_shards_and_rescores_when_pairs_change(tmp_path):
     index = (shards / "index.json").read_text()
     assert violation_shards(tmp_path, 1) == (shards, few) and (shards / "index.json").read_text() == index  # reused
     dest = tmp_path / "seed0" / "pretrained"
-    write_json(dest / "results.json", {"fingerprint": "f", "stride": 1, "violation_params": few})
+    write_json(dest / "results.json", {"results_version": RESULTS_VERSION, "fingerprint": "f", "stride": 1,
+                                       "violation_params": few})
     assert cached_results(dest, "f", 1, few) is not None
+    write_json(dest / "old" / "results.json", {"fingerprint": "f", "stride": 1, "violation_params": few})
+    assert cached_results(dest / "old", "f", 1, few) is None  # an older layout (no margin) is rescored
     assert cached_results(dest, "f", 2, few) is None and cached_results(dest, "g", 1, few) is None
     shards, more = violation_shards(tmp_path, 2)
     assert more != few and len(pairs_from_shards(shards)[0]) == 10  # not the old shards

@@ -53,12 +53,16 @@ def violation_shards(work: Path, pairs: int) -> tuple[Path, dict]:
 
 
 def cached_results(dest: Path, fingerprint: str, stride: int, params: dict) -> dict | None:
-    """``dest/results.json`` when it scored this checkpoint, stride and violation set; else None."""
+    """``dest/results.json`` when it scored this checkpoint, stride and violation set with the current
+    results layout; else None."""
+    from ..eval.surprise_report import RESULTS_VERSION
+
     try:
         cached = json.loads((dest / "results.json").read_text()) if (dest / "results.json").is_file() else None
     except ValueError:
         return None
-    if (isinstance(cached, dict) and cached.get("fingerprint") == fingerprint and cached.get("stride") == stride
+    if (isinstance(cached, dict) and cached.get("results_version") == RESULTS_VERSION
+            and cached.get("fingerprint") == fingerprint and cached.get("stride") == stride
             and cached.get("violation_params") == params):
         return cached
     return None
@@ -99,7 +103,8 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
             results[label].append(res)
             per = ", ".join(f"{k} {100 * v['relative_accuracy']:.0f}%" for k, v in res["per_violation"].items())
             quad = res.get("quadruplets")
-            quad_text = "" if not quad else f"  quadruplets {100 * quad['quadruplet_accuracy']:.0f}%"
+            quad_text = "" if not quad else (f"  quadruplets {100 * quad['quadruplet_accuracy']:.0f}% "
+                                             f"(margin {100 * quad['margin']:+.2f}%)")
             log(f"  seed {seed} {label:<11} relative accuracy {100 * res['relative_accuracy']:5.1f}%  "
                 f"AUROC {res['auroc']:.3f}  ({per}){quad_text}")
     summary = {"seeds": [s for s, _ in runs], "pairs": results["pretrained"][0]["pairs"],
@@ -117,10 +122,11 @@ def summary_markdown(summary: dict) -> str:
     quads = all("quadruplets" in summary[label] for label in LABELS)
     lines = [f"Relative accuracy, mean +- std over seeds {summary['seeds']} ({summary['pairs']} pairs; max surprise "
              f"over time, {summary['context_frames']} context frames; chance 50 %)"
-             + ("; last column: the vanish / appear quadruplets (mean surprise over time, where the object's "
-                "content cancels)" if quads else ""), "",
-             "| model | all | " + " | ".join(kinds) + " | AUROC |" + (" quadruplets |" if quads else ""),
-             "|---|---|" + "---|" * len(kinds) + "---|" + ("---|" if quads else "")]
+             + ("; last columns: the vanish / appear quadruplets (mean surprise over time, where the object's "
+                "content cancels), their accuracy and margin (how much more surprising the impossible movies are, "
+                "in % of the possible ones)" if quads else ""), "",
+             "| model | all | " + " | ".join(kinds) + " | AUROC |" + (" quadruplets | margin |" if quads else ""),
+             "|---|---|" + "---|" * len(kinds) + "---|" + ("---|---|" if quads else "")]
 
     def cell(stat):
         return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
@@ -129,7 +135,8 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {label} | {cell(s['relative_accuracy'])} | "
                      + " | ".join(cell(s["per_violation"][k]["relative_accuracy"]) for k in kinds)
                      + f" | {s['auroc']['mean']:.3f} +- {s['auroc']['std']:.3f} |"
-                     + (f" {cell(s['quadruplets']['quadruplet_accuracy'])} |" if quads else ""))
+                     + (f" {cell(s['quadruplets']['quadruplet_accuracy'])} | {100 * s['quadruplets']['margin']['mean']:+.2f}"
+                        f" +- {100 * s['quadruplets']['margin']['std']:.2f} % |" if quads else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -36,6 +36,8 @@ from .surprise import SCORES, SurpriseModel, default_context_frames, surprise_cu
 from .surprise_data import Pair
 from .surprise_metrics import pair_metrics
 
+#: results.json layout; 2 added the quadruplet margin (a cache of another version is rescored)
+RESULTS_VERSION = 2
 CURVES_PNG = Path("plots") / "surprise_over_time.png"
 EXAMPLES_PNG = Path("plots") / "example_pairs.png"
 
@@ -116,6 +118,7 @@ def surprise_results(model: SurpriseModel, scored: list[dict], ctx: list[int], f
     head = metrics[str(primary)]["max"]
     quads = metrics[str(primary)]["mean"]["quadruplets"]  # the mean over time: the visible content cancels
     return {
+        "results_version": RESULTS_VERSION,
         "source": model.source, "kind": model.kind, "fingerprint": model.fingerprint, "data": str(data),
         "window": window, "frame_step": frame_step, "stride": stride, "context_frames": ctx,
         "primary": {"context_frames": primary, "score": "max"},
@@ -147,14 +150,16 @@ def report_markdown(res: dict) -> str:
     if res.get("quadruplets"):
         lines += ["", "Matched quadruplets (two possible and two impossible movies of one scene; right when the "
                   "possible ones' summed surprise is lower; with the mean over time what is visible cancels):", "",
-                  "| context frames | score | type | quadruplets | quadruplet accuracy |", "|---|---|---|---|---|"]
+                  "| context frames | score | type | quadruplets | quadruplet accuracy | margin |", "|---|---|---|---|---|---|"]
         for c, by_score in res["metrics"].items():
             for s, m in by_score.items():
                 q = m["quadruplets"]
                 for t, r in [("all", q["overall"])] + list(q["per_type"].items()):
                     bold = "**" if (int(c) == res["quadruplets"]["context_frames"] and s == "mean" and t == "all") else ""
-                    lines.append(f"| {c} | {s} | {t} | {r['quadruplets']} | {bold}{100 * r['quadruplet_accuracy']:.1f}%{bold} |")
-    lines += ["", "Chance: relative and quadruplet accuracy 50 %, AUROC 0.5.", "",
+                    lines.append(f"| {c} | {s} | {t} | {r['quadruplets']} | {bold}{100 * r['quadruplet_accuracy']:.1f}%{bold} | "
+                                 f"{100 * r['margin']:+.2f}% |")
+    lines += ["", "Chance: relative and quadruplet accuracy 50 %, AUROC 0.5. Margin: how much more surprising the "
+              "impossible movies of a quadruplet are than the possible ones, in % of the latter (mean over quadruplets).", "",
               f"![surprise over time]({CURVES_PNG.as_posix()})", "", f"![example pairs]({EXAMPLES_PNG.as_posix()})", ""]
     if res["skipped"]:
         lines += ["Skipped:", ""] + [f"- {s}" for s in res["skipped"][:50]]
@@ -237,7 +242,8 @@ def run_surprise(model: SurpriseModel, pairs: Sequence[Pair], skipped: list[str]
     atomic_write_text(out / "report.md", report_markdown(res))
     quads = res["quadruplets"]
     quad_text = "" if quads is None else (f"; {quads['quadruplets']} quadruplets, quadruplet accuracy "
-                                          f"{100 * quads['quadruplet_accuracy']:.1f}% (mean over time)")
+                                          f"{100 * quads['quadruplet_accuracy']:.1f}%, margin {100 * quads['margin']:+.2f}% "
+                                          "(mean over time)")
     log(f"surprise: {res['pairs']} pairs, relative accuracy {100 * res['relative_accuracy']:.1f}%, AUROC "
         f"{res['auroc']:.3f} (max over time, {res['primary']['context_frames']} context frames){quad_text}; "
         f"report {out / 'report.md'}")
@@ -257,10 +263,11 @@ def summarize_runs(results: Sequence[dict]) -> dict:
     quads = [r.get("quadruplets") for r in results]
     if all(quads):
         out["quadruplets"] = {"quadruplet_accuracy": stats([q["quadruplet_accuracy"] for q in quads]),
+                              "margin": stats([q["margin"] for q in quads]),
                               "per_type": {t: stats([q["per_type"][t]["quadruplet_accuracy"] for q in quads])
                                            for t in sorted(set().union(*(q["per_type"] for q in quads)))
                                            if all(t in q["per_type"] for q in quads)}}
     return out
 
 
-__all__ = ["prepare_frames", "primary_context", "run_surprise", "score_pairs", "summarize_runs"]
+__all__ = ["RESULTS_VERSION", "prepare_frames", "primary_context", "run_surprise", "score_pairs", "summarize_runs"]
