@@ -31,6 +31,9 @@ def register(sub) -> None:
                    help="the working folder of a finished `vjepa demo` (default runs/demo)")
     s.add_argument("--seeds", type=int, nargs="+", help="seeds (default: every finished pretraining run)")
     s.add_argument("--pairs", type=int, default=40, help="pairs per violation type (default 40)")
+    s.add_argument("--set-seed", type=int, default=0,
+                   help="seed of the violation set (default 0); another seed draws a held-out set, scored "
+                        "under <out>/surprise_set<seed>/")
     s.set_defaults(run=run_surprise)
     w = kinds.add_parser("world-model", help="a world model that plans: two_rooms, trained and compared with baselines",
                          description=WORLD_MODEL_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,7 +53,8 @@ appear behind an occluder, teleport, shape change, colour change; see `vjepa dat
 shards them, and scores them with `vjepa eval surprise`'s machinery for every pretrained seed of a
 finished `vjepa demo` folder and for the same architecture randomly initialised. Writes
 <out>/surprise/ (per-seed reports, summary.json, summary.md: relative accuracy per violation type,
-mean +- std over seeds). A few minutes on a 2-core CPU.
+mean +- std over seeds). A few minutes on a 2-core CPU. --set-seed K scores a held-out set drawn with
+another seed, under <out>/surprise_setK/.
 """
 
 
@@ -86,7 +90,9 @@ def run_surprise(args) -> int:
 
     if args.pairs < 1:
         raise UsageError("--pairs: must be >= 1")
-    run_demo_surprise(args.out, seeds=args.seeds, pairs=args.pairs)
+    if args.set_seed < 0:
+        raise UsageError("--set-seed: must be >= 0")
+    run_demo_surprise(args.out, seeds=args.seeds, pairs=args.pairs, set_seed=args.set_seed)
     return 0
 
 

@@ -32,13 +32,13 @@ def _runs(out: Path, seeds: list[int] | None) -> list[tuple[int, Path]]:
     return runs
 
 
-def violation_shards(work: Path, pairs: int) -> tuple[Path, dict]:
+def violation_shards(work: Path, pairs: int, seed: int = 0) -> tuple[Path, dict]:
     """(shard folder, generator parameters) of the demo's violation set under ``work``: the set is
     (re)written for these parameters, and the shards are rebuilt whenever the parameters recorded
     with them (``shards.params.json``, written after a finished build) differ or the index is missing."""
     from .violations import build_violation_shards, write_violation_set
 
-    params = write_violation_set(work / "violations", pairs_per_violation=pairs, progress=False)["params"]
+    params = write_violation_set(work / "violations", pairs_per_violation=pairs, seed=seed, progress=False)["params"]
     shards, record = work / "shards", work / "shards.params.json"
     try:
         built = json.loads(record.read_text()) if record.is_file() else None
@@ -69,8 +69,9 @@ def cached_results(dest: Path, fingerprint: str, stride: int, params: dict) -> d
 
 
 def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = None, pairs: int = 40,
-                      stride: int = 1, device: str = "cpu", log=print) -> dict:
-    """Score pretrained and random-init models of every demo seed; returns summary.json's content."""
+                      stride: int = 1, device: str = "cpu", log=print, set_seed: int = 0) -> dict:
+    """Score pretrained and random-init models of every demo seed; returns summary.json's content.
+    ``set_seed``: the violation set's seed; a set other than 0 (held out) lives in ``surprise_set<seed>``."""
     from ..config import load_config
     from ..eval.surprise import load_surprise_model, random_surprise_model
     from ..eval.surprise_data import pairs_from_shards
@@ -78,8 +79,8 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
 
     out = Path(out)
     runs = _runs(out, seeds)
-    work = out / "surprise"
-    shards, params = violation_shards(work, pairs)
+    work = out / ("surprise" if set_seed == 0 else f"surprise_set{set_seed}")
+    shards, params = violation_shards(work, pairs, set_seed)
     pair_list, skipped = pairs_from_shards(shards)
     for pair in pair_list:  # every model scores the same videos: decode each once (~150 MB for 400 clips)
         for ref in (pair.possible, pair.impossible):
@@ -107,7 +108,7 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
                                              f"(margin {100 * quad['margin']:+.2f}%)")
             log(f"  seed {seed} {label:<11} relative accuracy {100 * res['relative_accuracy']:5.1f}%  "
                 f"AUROC {res['auroc']:.3f}  ({per}){quad_text}")
-    summary = {"seeds": [s for s, _ in runs], "pairs": results["pretrained"][0]["pairs"],
+    summary = {"seeds": [s for s, _ in runs], "set_seed": set_seed, "pairs": results["pretrained"][0]["pairs"],
                "context_frames": results["pretrained"][0]["primary"]["context_frames"], "stride": stride,
                **{label: summarize_runs(rs) for label, rs in results.items()}}
     write_json(work / "summary.json", summary, indent=1)
@@ -120,7 +121,8 @@ def summary_markdown(summary: dict) -> str:
     """Relative accuracy (mean +- std over seeds) per violation type, pretrained vs random init."""
     kinds = sorted(summary["pretrained"]["per_violation"])
     quads = all("quadruplets" in summary[label] for label in LABELS)
-    lines = [f"Relative accuracy, mean +- std over seeds {summary['seeds']} ({summary['pairs']} pairs; max surprise "
+    held_out = f", violation set seed {summary['set_seed']}" if summary.get("set_seed") else ""
+    lines = [f"Relative accuracy, mean +- std over seeds {summary['seeds']} ({summary['pairs']} pairs{held_out}; max surprise "
              f"over time, {summary['context_frames']} context frames; chance 50 %)"
              + ("; last columns: the vanish / appear quadruplets (mean surprise over time, where the object's "
                 "content cancels), their accuracy and margin (how much more surprising the impossible movies are, "
