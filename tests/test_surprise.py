@@ -184,6 +184,13 @@ def test_quadruplet_accuracy_sums_the_two_pairs_of_a_scene():
         quadruplet_margin([0, 1], [1, 1])
     with pytest.raises(ValueError, match="equal"):
         quadruplet_margin([1, 1], [1])
+    exact = pair_metrics([pair("vanish", 0, 1, "q"), pair("appear", 0, 2, "q")], "mean", 0)["quadruplets"]
+    assert exact["overall"] == {"quadruplet_accuracy": 1.0, "margin": None, "quadruplets": 1}  # no margin, no crash
+    from vjepa_pipeline.eval.surprise_report import margin_text, summarize_runs
+    assert margin_text(None) == "n/a" and margin_text(0.0021) == "+0.210 %"
+    runs = [{"relative_accuracy": 1.0, "auroc": 1.0, "per_violation": {},
+             "quadruplets": {**exact["overall"], "margin": m, "per_type": exact["per_type"]}} for m in (None, 0.01)]
+    assert summarize_runs(runs)["quadruplets"]["margin"] is None  # one run without a margin: no mean of the rest
     assert pair_metrics(pairs[6:], "max", 0)["quadruplets"] is None
 
 
@@ -537,7 +544,7 @@ def test_demo_surprise_out_in_either_place(argv, out):
     assert build_parser().parse_args(argv).out == Path(out)
 
 
-def test_demo_surprise_held_out_set_seed(tmp_path):
+def test_demo_surprise_held_out_set_seed(tmp_path, monkeypatch):
     from vjepa_pipeline.cli.main import build_parser
     from vjepa_pipeline.demo.surprise import violation_shards
 
@@ -547,6 +554,19 @@ def test_demo_surprise_held_out_set_seed(tmp_path):
     assert build_parser().parse_args(["demo", "surprise"]).set_seed == 0
     _, held = violation_shards(tmp_path / "held", 1, seed=1)
     assert held["seed"] == 1
+    import vjepa_pipeline.demo.surprise as demo_surprise
+
+    calls = []
+
+    def record(work, pairs, seed=0):
+        calls.append((work, pairs, seed))
+        raise KeyboardInterrupt  # stop before scoring: only the plumbing is under test
+    monkeypatch.setattr(demo_surprise, "_runs", lambda out, seeds: [(0, tmp_path)])
+    monkeypatch.setattr(demo_surprise, "violation_shards", record)
+    for set_seed, folder in ((3, "surprise_set3"), (0, "surprise")):
+        with pytest.raises(KeyboardInterrupt):
+            demo_surprise.run_demo_surprise(tmp_path, pairs=7, set_seed=set_seed)
+        assert calls[-1] == (tmp_path / folder, 7, set_seed)
     first = violation_pair("vanish", 0, 0)[0]
     assert not np.array_equal(first, violation_pair("vanish", 1, 0)[0])  # another set, not a copy
 

@@ -75,7 +75,7 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
     from ..config import load_config
     from ..eval.surprise import load_surprise_model, random_surprise_model
     from ..eval.surprise_data import pairs_from_shards
-    from ..eval.surprise_report import run_surprise, summarize_runs
+    from ..eval.surprise_report import margin_text, run_surprise, summarize_runs
 
     out = Path(out)
     runs = _runs(out, seeds)
@@ -105,7 +105,7 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
             per = ", ".join(f"{k} {100 * v['relative_accuracy']:.0f}%" for k, v in res["per_violation"].items())
             quad = res.get("quadruplets")
             quad_text = "" if not quad else (f"  quadruplets {100 * quad['quadruplet_accuracy']:.0f}% "
-                                             f"(margin {100 * quad['margin']:+.2f}%)")
+                                             f"(margin {margin_text(quad['margin'])})")
             log(f"  seed {seed} {label:<11} relative accuracy {100 * res['relative_accuracy']:5.1f}%  "
                 f"AUROC {res['auroc']:.3f}  ({per}){quad_text}")
     summary = {"seeds": [s for s, _ in runs], "set_seed": set_seed, "pairs": results["pretrained"][0]["pairs"],
@@ -119,6 +119,8 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
 
 def summary_markdown(summary: dict) -> str:
     """Relative accuracy (mean +- std over seeds) per violation type, pretrained vs random init."""
+    from ..eval.surprise_report import margin_text
+
     kinds = sorted(summary["pretrained"]["per_violation"])
     quads = all("quadruplets" in summary[label] for label in LABELS)
     held_out = f", violation set seed {summary['set_seed']}" if summary.get("set_seed") else ""
@@ -130,6 +132,9 @@ def summary_markdown(summary: dict) -> str:
              "| model | all | " + " | ".join(kinds) + " | AUROC |" + (" quadruplets | margin |" if quads else ""),
              "|---|---|" + "---|" * len(kinds) + "---|" + ("---|---|" if quads else "")]
 
+    def margin_cell(stat):
+        return "n/a" if stat is None else f"{margin_text(stat['mean'])} +- {100 * stat['std']:.3f}"
+
     def cell(stat):
         return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
     for label in LABELS:
@@ -137,8 +142,8 @@ def summary_markdown(summary: dict) -> str:
         lines.append(f"| {label} | {cell(s['relative_accuracy'])} | "
                      + " | ".join(cell(s["per_violation"][k]["relative_accuracy"]) for k in kinds)
                      + f" | {s['auroc']['mean']:.3f} +- {s['auroc']['std']:.3f} |"
-                     + (f" {cell(s['quadruplets']['quadruplet_accuracy'])} | {100 * s['quadruplets']['margin']['mean']:+.2f}"
-                        f" +- {100 * s['quadruplets']['margin']['std']:.2f} % |" if quads else ""))
+                     + (f" {cell(s['quadruplets']['quadruplet_accuracy'])} | {margin_cell(s['quadruplets']['margin'])} |"
+                        if quads else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -21,9 +21,9 @@ tracks, extended linearly; the grow / shrink classes are not used, their size wo
 For vanish / appear the object moves horizontally (the move_left / move_right classes) at the small
 end of the demo's sizes, fully hidden at the event frame, so both twins are pixel-identical up to it.
 It moves at twice the demo's translation speed, behind a band just wide enough to hide it (half-width:
-its largest horizontal extent + one frame's travel + ``OCCLUDER_MARGIN``): the demo model's window
-(8 frames at frame step 2, 16 source frames, half of them context) must see the object go in and
-come out, and at the demo's own speeds (16-29 pixels per 16 frames) it cannot. Measured: with
+its largest horizontal distance from its centre + one frame's travel + ``OCCLUDER_MARGIN``): the demo
+model's window (8 frames at frame step 2, 16 source frames, half of them context) must see the
+object go in and come out, and at the demo's own speeds (16-29 pixels per 16 frames) it cannot. Measured: with
 generator version 2 (demo speeds, a band 58 % of the frame wide) no pair of 40 had a window showing
 the object at least 30 % visible in a context frame, then fully hidden, then at least 30 % visible
 in a predicted frame (39 of 40 now), and the quadruplet test was at chance; docs/benchmarks.md,

@@ -19,7 +19,7 @@
   the max it is not.
 
 - quadruplet margin: how much more surprising the impossible movies of a quadruplet are, as a
-  fraction of the possible ones' summed surprise, averaged over quadruplets. The accuracy says how
+  fraction of the possible ones' summed surprise (0.0021 = 0.21 %), averaged over quadruplets. The accuracy says how
   consistent an effect is, the margin how large (a margin of 0.01 at 80 % accuracy: a small effect that
   is nearly always there).
 
@@ -102,7 +102,8 @@ def _quadruplets(pairs: Sequence[dict], score: str, context: int) -> dict | None
 
     def one(items):
         p, q = sums(items, "possible"), sums(items, "impossible")
-        return {"quadruplet_accuracy": quadruplet_accuracy(p, q), "margin": quadruplet_margin(p, q),
+        # a zero possible sum (a predictor exact on both possible movies) leaves no margin: None, not a failed run
+        return {"quadruplet_accuracy": quadruplet_accuracy(p, q), "margin": quadruplet_margin(p, q) if min(p) > 0 else None,
                 "quadruplets": len(items)}
 
     types: dict[str, list] = {}

@@ -42,6 +42,11 @@ CURVES_PNG = Path("plots") / "surprise_over_time.png"
 EXAMPLES_PNG = Path("plots") / "example_pairs.png"
 
 
+def margin_text(margin: float | None) -> str:
+    """A quadruplet margin (a fraction) as a signed percentage, 3 decimals; "n/a" where there is none."""
+    return "n/a" if margin is None else f"{100 * margin:+.3f} %"
+
+
 def prepare_frames(frames: np.ndarray, crop_size: int, frame_step: int) -> torch.Tensor:
     """uint8 (T, H, W, 3) -> every ``frame_step``-th frame, short side resized to ``crop_size``, centre crop."""
     from ..data.augment import eval_views
@@ -157,9 +162,10 @@ def report_markdown(res: dict) -> str:
                 for t, r in [("all", q["overall"])] + list(q["per_type"].items()):
                     bold = "**" if (int(c) == res["quadruplets"]["context_frames"] and s == "mean" and t == "all") else ""
                     lines.append(f"| {c} | {s} | {t} | {r['quadruplets']} | {bold}{100 * r['quadruplet_accuracy']:.1f}%{bold} | "
-                                 f"{100 * r['margin']:+.2f}% |")
-    lines += ["", "Chance: relative and quadruplet accuracy 50 %, AUROC 0.5. Margin: how much more surprising the "
-              "impossible movies of a quadruplet are than the possible ones, in % of the latter (mean over quadruplets).", "",
+                                 f"{margin_text(r['margin'])} |")
+    lines += ["", "Chance: relative and quadruplet accuracy 50 %, AUROC 0.5."
+              + (" Margin: how much more surprising the impossible movies of a quadruplet are than the possible ones, "
+                 "in % of the latter (mean over quadruplets)." if res.get("quadruplets") else ""), "",
               f"![surprise over time]({CURVES_PNG.as_posix()})", "", f"![example pairs]({EXAMPLES_PNG.as_posix()})", ""]
     if res["skipped"]:
         lines += ["Skipped:", ""] + [f"- {s}" for s in res["skipped"][:50]]
@@ -242,7 +248,7 @@ def run_surprise(model: SurpriseModel, pairs: Sequence[Pair], skipped: list[str]
     atomic_write_text(out / "report.md", report_markdown(res))
     quads = res["quadruplets"]
     quad_text = "" if quads is None else (f"; {quads['quadruplets']} quadruplets, quadruplet accuracy "
-                                          f"{100 * quads['quadruplet_accuracy']:.1f}%, margin {100 * quads['margin']:+.2f}% "
+                                          f"{100 * quads['quadruplet_accuracy']:.1f}%, margin {margin_text(quads['margin'])} "
                                           "(mean over time)")
     log(f"surprise: {res['pairs']} pairs, relative accuracy {100 * res['relative_accuracy']:.1f}%, AUROC "
         f"{res['auroc']:.3f} (max over time, {res['primary']['context_frames']} context frames){quad_text}; "
@@ -263,11 +269,12 @@ def summarize_runs(results: Sequence[dict]) -> dict:
     quads = [r.get("quadruplets") for r in results]
     if all(quads):
         out["quadruplets"] = {"quadruplet_accuracy": stats([q["quadruplet_accuracy"] for q in quads]),
-                              "margin": stats([q["margin"] for q in quads]),
+                              "margin": (stats([q["margin"] for q in quads])
+                                         if all(q.get("margin") is not None for q in quads) else None),
                               "per_type": {t: stats([q["per_type"][t]["quadruplet_accuracy"] for q in quads])
                                            for t in sorted(set().union(*(q["per_type"] for q in quads)))
                                            if all(t in q["per_type"] for q in quads)}}
     return out
 
 
-__all__ = ["RESULTS_VERSION", "prepare_frames", "primary_context", "run_surprise", "score_pairs", "summarize_runs"]
+__all__ = ["RESULTS_VERSION", "margin_text", "prepare_frames", "primary_context", "run_surprise", "score_pairs", "summarize_runs"]
