@@ -119,8 +119,6 @@ def run_demo_surprise(out: str | Path = "runs/demo", seeds: list[int] | None = N
 
 def summary_markdown(summary: dict) -> str:
     """Relative accuracy (mean +- std over seeds) per violation type, pretrained vs random init."""
-    from ..eval.surprise_report import margin_text
-
     kinds = sorted(summary["pretrained"]["per_violation"])
     quads = all("quadruplets" in summary[label] for label in LABELS)
     held_out = f", violation set seed {summary['set_seed']}" if summary.get("set_seed") else ""
@@ -133,7 +131,7 @@ def summary_markdown(summary: dict) -> str:
              "|---|---|" + "---|" * len(kinds) + "---|" + ("---|---|" if quads else "")]
 
     def margin_cell(stat):
-        return "n/a" if stat is None else f"{margin_text(stat['mean'])} +- {100 * stat['std']:.3f}"
+        return "n/a" if stat is None else f"{100 * stat['mean']:+.3f} +- {100 * stat['std']:.3f} %"
 
     def cell(stat):
         return f"{100 * stat['mean']:.1f} +- {100 * stat['std']:.1f}"
