@@ -43,8 +43,8 @@ def test_twins_identical_until_the_event_and_deterministic(violation):
 def test_vanish_hides_the_object_behind_the_occluder_first():
     """The impossible twin's object is gone only after it went fully behind the occluder: the first
     frame that differs comes after the event frame (the possible one comes out again)."""
-    for i in range(3):
-        possible, impossible, event = violation_pair("vanish", 0, i)
+    for i, size in ((0, 64), (1, 64), (2, 64), (1, 16), (2, 16), (9, 16)):  # at 16 px these pairs shrink their object
+        possible, impossible, event = violation_pair("vanish", 0, i, size=size)
         differs = [t for t in range(len(possible)) if not np.array_equal(possible[t], impossible[t])]
         assert differs and differs[0] > event
 
@@ -191,6 +191,11 @@ def test_quadruplet_accuracy_sums_the_two_pairs_of_a_scene():
     runs = [{"relative_accuracy": 1.0, "auroc": 1.0, "per_violation": {},
              "quadruplets": {**exact["overall"], "margin": m, "per_type": exact["per_type"]}} for m in (None, 0.01)]
     assert summarize_runs(runs)["quadruplets"]["margin"] is None  # one run without a margin: no mean of the rest
+    from vjepa_pipeline.demo.surprise import summary_markdown
+    runs[0]["quadruplets"]["margin"] = 0.03
+    both = summarize_runs(runs)
+    table = summary_markdown({"seeds": [0, 1], "pairs": 2, "context_frames": 4, "pretrained": both, "random init": both})
+    assert "| quadruplets | margin |" in table and "| 100.0 +- 0.0 | +2.000 +- 1.414 % |" in table
     assert pair_metrics(pairs[6:], "max", 0)["quadruplets"] is None
 
 
