@@ -4,8 +4,8 @@ which one breaks a rule of that world and its twin does not (the test of ``vjepa
 Scenes are the demo dataset's (:mod:`.dataset`: one large textured object over a textured torus
 background, the same sampling of outline, texture, size, position, orientation and motion), drawn
 over ``frames`` frames at the demo's speed (vanish / appear: twice that, below; the demo's 16-frame
-tracks, extended linearly; the grow / shrink classes are not used, their size would leave the demo's range). At the event frame
-``e`` the impossible twin changes:
+tracks, extended linearly; the grow / shrink classes are not used, their size would leave the
+demo's range). At the event frame ``e`` the impossible twin changes:
 
     vanish     the object passes behind an occluder (a vertical band, in both twins); possible: it
                comes out on the other side; impossible: it never comes out
@@ -23,8 +23,8 @@ end of the demo's sizes, fully hidden at the event frame, so both twins are pixe
 It moves at twice the demo's translation speed, behind a band just wide enough to hide it (half-width:
 its largest horizontal distance from its centre + one frame's travel + ``OCCLUDER_MARGIN``): the demo
 model's window (8 frames at frame step 2, 16 source frames, half of them context) must see the
-object go in and come out, and at the demo's own speeds (16-29 pixels per 16 frames) it cannot. Measured: with
-generator version 2 (demo speeds, a band 58 % of the frame wide) no pair of 40 had a window showing
+object go in and come out, and at the demo's own speeds (16-29 pixels per 16 frames) it cannot.
+Measured: with generator version 2 (demo speeds, a band 58 % of the frame wide) no pair of 40 had a window showing
 the object at least 30 % visible in a context frame, then fully hidden, then at least 30 % visible
 in a predicted frame (39 of 40 now), and the quadruplet test was at chance; docs/benchmarks.md,
 "Intuitive physics". At twice the speed the object may pass the band's place more than once in a

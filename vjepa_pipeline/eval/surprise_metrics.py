@@ -19,9 +19,9 @@
   the max it is not.
 
 - quadruplet margin: how much more surprising the impossible movies of a quadruplet are, as a
-  fraction of the possible ones' summed surprise (0.0021 = 0.21 %), averaged over quadruplets. The accuracy says how
-  consistent an effect is, the margin how large (a margin of 0.01 at 80 % accuracy: a small effect that
-  is nearly always there).
+  fraction of the possible ones' summed surprise (0.0021 = 0.21 %), averaged over quadruplets. The
+  accuracy says how consistent an effect is, the margin how large (a margin of 0.01 at 80 % accuracy:
+  a small effect that is nearly always there).
 
 All take plain sequences of floats and return floats (accuracies in [0, 1]); grouping by violation
 type is :func:`pair_metrics`.
